@@ -1,0 +1,27 @@
+"""purejaxppo: PPO and its relatives in pure JAX, one jitted call from rollout to update.
+
+Public API::
+
+    from purejaxppo import PPOConfig, make_train, losses
+"""
+
+from purejaxppo import losses
+from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
+from purejaxppo.train import TrainResult, TrainState, make_init, make_run, make_train, make_update
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "POLICY_LOSSES",
+    "Hyperparams",
+    "PPOConfig",
+    "TrainResult",
+    "TrainState",
+    "get_policy_loss",
+    "losses",
+    "make_init",
+    "make_run",
+    "make_train",
+    "make_update",
+]

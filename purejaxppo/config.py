@@ -1,0 +1,176 @@
+"""Configuration: a frozen, validated dataclass of static settings and traced hyperparameters.
+
+Fields split in two kinds. *Static* fields fix shapes and code (env, num_envs, num_steps, epochs,
+minibatches, network, which loss): changing one recompiles. *Hyperparameters* (lr, clip_eps,
+ent_coef, ...) are carried into the jitted program as a :class:`Hyperparams` pytree of arrays, so
+``jax.vmap`` can sweep them inside one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from purejaxppo.losses import POLICY_LOSSES
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+
+
+class Hyperparams(NamedTuple):
+    """Hyperparameters traced into the jitted program (each a scalar array): sweepable by vmap."""
+
+    lr: Any
+    clip_eps: Any
+    ent_coef: Any
+    vf_coef: Any
+    gamma: Any
+    gae_lambda: Any
+    max_grad_norm: Any
+    kl_target: Any
+    kl_beta_init: Any
+
+
+HYPERPARAMS = Hyperparams._fields
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings. Defaults are the standard CartPole-v1 setting (500k steps, ~1 s of compute)."""
+
+    env: str = "CartPole-v1"
+    """gymnax environment id (Discrete or Box actions), e.g. CartPole-v1, Breakout-MinAtar."""
+    total_timesteps: int = 500_000
+    """Environment steps in the whole run, summed over the parallel environments."""
+    num_envs: int = 4
+    """Parallel environments stepped in lock-step (vmap)."""
+    num_steps: int = 128
+    """Steps per environment in each rollout; a rollout holds num_envs * num_steps transitions."""
+    update_epochs: int = 4
+    """Passes of minibatch SGD over each rollout."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; must divide num_envs * num_steps."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]: 0 is one-step TD, 1 is Monte Carlo."""
+    clip_eps: float = 0.2
+    """PPO clip range eps: ratios are clipped to [1 - eps, 1 + eps] (also the value clip range)."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Gradients are clipped to this global norm before Adam."""
+    lr: float = 2.5e-4
+    """Adam learning rate (the initial one when anneal_lr)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    policy_loss: str = "ppo_clip"
+    """Policy loss, a name in purejaxppo.losses.POLICY_LOSSES."""
+    norm_adv: bool = True
+    """Normalise advantages to zero mean, unit std within each minibatch."""
+    clip_value: bool = True
+    """Use PPO's clipped value loss (range clip_eps) instead of the plain squared error."""
+    kl_target: float = 0.01
+    """Target KL for the adaptive penalty of policy_loss='kl_penalty'."""
+    kl_beta_init: float = 1.0
+    """Initial KL penalty coefficient beta for policy_loss='kl_penalty'."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the actor and of the critic (separate networks)."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, gelu or silu."""
+    normalize_obs: bool = False
+    """Normalise observations by running mean and std (kept in the train state)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (kept in the train state)."""
+
+    def __post_init__(self) -> None:
+        # tyro and JSON hand lists over; keep the dataclass hashable.
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        _validate(self)
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout: ``num_envs * num_steps``."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        """Transitions per minibatch: ``batch_size // num_minibatches``."""
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        """Rollout-and-update iterations: ``total_timesteps // batch_size``."""
+        return self.total_timesteps // self.batch_size
+
+    def hyperparams(self) -> Hyperparams:
+        """The traced hyperparameters of this config, as float32 scalars."""
+        return Hyperparams(*(jnp.asarray(getattr(self, f), jnp.float32) for f in HYPERPARAMS))
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON representation (``PPOConfig(**d)`` rebuilds it)."""
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"PPOConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _validate(c: PPOConfig) -> None:
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if f.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int)):
+            _fail(f.name, value, "must be an integer")
+        if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            _fail(f.name, value, "must be a number")
+        if f.type == "float" and not math.isfinite(value):
+            _fail(f.name, value, "must be finite")
+        if f.type == "bool" and not isinstance(value, bool):
+            _fail(f.name, value, "must be true or false")
+    if not isinstance(c.env, str) or not c.env:
+        _fail("env", c.env, "must be a gymnax environment id such as 'CartPole-v1'")
+    for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "total_timesteps"):
+        if getattr(c, name) < 1:
+            _fail(name, getattr(c, name), "must be a positive integer")
+    if c.batch_size % c.num_minibatches:
+        _fail("num_minibatches", c.num_minibatches,
+              f"must divide num_envs * num_steps = {c.batch_size}")
+    if c.total_timesteps < c.batch_size:
+        _fail("total_timesteps", c.total_timesteps,
+              f"must be at least one rollout, num_envs * num_steps = {c.batch_size}")
+    if c.total_timesteps % c.batch_size:
+        warnings.warn(
+            f"total_timesteps={c.total_timesteps} is not a multiple of num_envs * num_steps = "
+            f"{c.batch_size}: training runs {c.num_updates} updates = "
+            f"{c.num_updates * c.batch_size} steps",
+            stacklevel=3,
+        )
+    if not 0.0 < c.gamma <= 1.0:
+        _fail("gamma", c.gamma, "must be in (0, 1]")
+    if not 0.0 <= c.gae_lambda <= 1.0:
+        _fail("gae_lambda", c.gae_lambda, "must be in [0, 1]")
+    for name in ("clip_eps", "lr", "max_grad_norm", "kl_target"):
+        if getattr(c, name) <= 0:
+            _fail(name, getattr(c, name), "must be > 0")
+    if c.clip_eps >= 1:
+        _fail("clip_eps", c.clip_eps, "must be in (0, 1)")
+    for name in ("ent_coef", "vf_coef", "kl_beta_init"):
+        if getattr(c, name) < 0:
+            _fail(name, getattr(c, name), "must be >= 0")
+    if c.policy_loss not in POLICY_LOSSES:
+        _fail("policy_loss", c.policy_loss, f"must be one of {', '.join(POLICY_LOSSES)}")
+    if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
+        _fail("hidden_sizes", c.hidden_sizes, "must be one or more positive layer widths")
+    if c.activation not in ACTIVATIONS:
+        _fail("activation", c.activation, f"must be one of {', '.join(ACTIVATIONS)}")

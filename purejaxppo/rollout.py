@@ -1,0 +1,138 @@
+"""Rollout: ``num_steps`` steps of ``num_envs`` environments as one ``lax.scan``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo import env as envlib
+from purejaxppo import normalize as norm
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.env import EnvSpec
+from purejaxppo.networks import Actor, Critic
+
+Array = jax.Array
+
+
+class Transition(NamedTuple):
+    """One step of every environment (a rollout stacks them: ``[num_steps, num_envs, ...]``)."""
+
+    obs: Array
+    """Observation the action was taken in, as the networks saw it (normalised if enabled)."""
+    action: Array
+    """Sampled action (unclipped for Box spaces: its log-prob is the sample's)."""
+    log_prob: Array
+    """``log pi_old(action | obs)`` under the behaviour policy."""
+    value: Array
+    """``V_old(obs)``."""
+    reward: Array
+    """Reward used for learning (scaled if reward normalisation is on)."""
+    terminated: Array
+    """The episode reached a terminal state: bootstrap from 0."""
+    truncated: Array
+    """The episode hit its time limit: bootstrap from ``V(final_obs)``."""
+    final_obs: Array
+    """The observation the step ended in, before any auto-reset (normalised like ``obs``)."""
+
+
+class Normalizer(NamedTuple):
+    """Running statistics of observations and of the discounted return (for reward scaling)."""
+
+    obs: norm.RunningStats
+    ret: norm.RunningStats
+    discounted_return: Array
+
+
+class EpisodeTracker(NamedTuple):
+    """Undiscounted return and length of each environment's current episode (raw rewards)."""
+
+    ret: Array
+    length: Array
+
+
+class EnvCarry(NamedTuple):
+    """Everything the rollout advances: env states, last observation, episode and norm stats."""
+
+    env_state: Any
+    obs: Array
+    episode: EpisodeTracker
+    normalizer: Normalizer
+
+
+class EpisodeSums(NamedTuple):
+    """Returns and lengths of the episodes that finished during one rollout, summed."""
+
+    ret: Array
+    length: Array
+    count: Array
+
+
+def init_env_carry(spec: EnvSpec, key: Array, num_envs: int) -> EnvCarry:
+    """Resets ``num_envs`` environments."""
+    obs, env_state = envlib.reset(spec, jax.random.split(key, num_envs))
+    zeros = jnp.zeros((num_envs,))
+    normalizer = Normalizer(norm.init_stats((spec.obs_size,)), norm.init_stats(), zeros)
+    return EnvCarry(env_state, obs, EpisodeTracker(zeros, jnp.zeros((num_envs,), jnp.int32)),
+                    normalizer)
+
+
+def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
+    """The observation as the networks see it."""
+    return norm.normalize(normalizer.obs, obs) if normalize_obs else obs
+
+
+def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: EnvCarry,
+            key: Array, num_steps: int, gamma: Array, normalize_obs: bool,
+            normalize_reward: bool) -> tuple[EnvCarry, Transition, EpisodeSums]:
+    """Runs ``num_steps`` steps of every environment under the current policy.
+
+    All randomness (action noise, env step keys) is drawn before the scan in two batched calls.
+
+    Returns:
+        ``(carry, transitions [num_steps, num_envs, ...], sums of finished episodes)``.
+    """
+    num_envs = carry.obs.shape[0]
+    k_noise, k_env = jax.random.split(key)
+    dist_cls = Categorical if spec.discrete else DiagGaussian
+    noise = dist_cls.noise(k_noise, (num_steps, num_envs), spec.action_size)
+    env_keys = jax.random.split(k_env, (num_steps, num_envs))
+
+    def step(state: tuple[EnvCarry, EpisodeSums], xs: tuple[Array, Array]):
+        c, sums = state
+        step_noise, step_keys = xs
+        normalizer = c.normalizer
+        if normalize_obs:
+            normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
+        obs = observe(normalizer, c.obs, normalize_obs)
+        dist = actor.apply(params["actor"], obs)
+        value = critic.apply(params["critic"], obs)
+        action = dist.sample(step_noise)
+        log_prob = dist.log_prob(action)
+        next_obs, env_state, reward, terminated, truncated, final_obs = envlib.step(
+            spec, step_keys, c.env_state, action)
+        done = terminated | truncated
+
+        ep_ret = c.episode.ret + reward
+        ep_len = c.episode.length + 1
+        sums = EpisodeSums(sums.ret + jnp.sum(jnp.where(done, ep_ret, 0.0)),
+                           sums.length + jnp.sum(jnp.where(done, ep_len, 0)),
+                           sums.count + jnp.sum(done))
+        episode = EpisodeTracker(jnp.where(done, 0.0, ep_ret), jnp.where(done, 0, ep_len))
+
+        learn_reward = reward
+        if normalize_reward:
+            disc = normalizer.discounted_return * gamma + reward
+            ret_stats = norm.update_stats(normalizer.ret, disc)
+            learn_reward = norm.scale(ret_stats, reward)
+            normalizer = Normalizer(normalizer.obs, ret_stats, jnp.where(done, 0.0, disc))
+
+        transition = Transition(obs, action, log_prob, value, learn_reward, terminated, truncated,
+                                observe(normalizer, final_obs, normalize_obs))
+        return (EnvCarry(env_state, next_obs, episode, normalizer), sums), transition
+
+    zero = jnp.zeros(())
+    sums0 = EpisodeSums(zero, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    (carry, sums), transitions = jax.lax.scan(step, (carry, sums0), (noise, env_keys))
+    return carry, transitions, sums

@@ -1,0 +1,212 @@
+"""make_train: the whole rollout-and-update loop as one pure function, ready for jit and vmap.
+
+Data flows one way: config -> env -> rollout -> advantages -> losses -> update -> metrics.
+
+    train = jax.jit(make_train(PPOConfig()))
+    result = train(jax.random.key(0))
+    results = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.key(0), 16))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo import rollout as rollout_lib
+from purejaxppo.advantages import bootstrap_values, gae
+from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.env import EnvSpec, make_env
+from purejaxppo.metrics import explained_variance, mean_or_last
+from purejaxppo.networks import Actor, Critic, init_params, make_networks
+from purejaxppo.update import Batch, adapt_kl_beta, make_optimizer, sgd_epochs
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything training carries from one update to the next (a pytree)."""
+
+    params: dict
+    """``{"actor": ..., "critic": ...}`` flax parameters."""
+    opt_state: Any
+    """optax state (global-norm clipping, Adam moments)."""
+    env: rollout_lib.EnvCarry
+    """Env states, last observations, episode trackers and normalisation statistics."""
+    kl_beta: Array
+    """KL penalty coefficient (adapted only when policy_loss is 'kl_penalty')."""
+    last_return: Array
+    """Mean return of the last update in which an episode finished."""
+    last_length: Array
+    """Mean length of the last update in which an episode finished."""
+    update: Array
+    """Updates done so far."""
+    key: Array
+    """PRNG key for the next update."""
+
+
+class TrainResult(NamedTuple):
+    """What ``train`` returns: the final state and per-update metrics ``[num_updates]``."""
+
+    state: TrainState
+    metrics: dict[str, Array]
+
+    @property
+    def params(self) -> dict:
+        """The final actor and critic parameters."""
+        return self.state.params
+
+
+class Agent(NamedTuple):
+    """The static pieces training is built from."""
+
+    config: PPOConfig
+    spec: EnvSpec
+    actor: Actor
+    critic: Critic
+
+
+def make_agent(config: PPOConfig) -> Agent:
+    """Creates (and checks) the environment and the networks for ``config``."""
+    spec = make_env(config.env)
+    actor, critic = make_networks(spec, config.hidden_sizes, config.activation)
+    return Agent(config, spec, actor, critic)
+
+
+def as_key(key: Array) -> Array:
+    """Accepts a typed key (``jax.random.key``) or a legacy ``uint32[2]`` ``PRNGKey``."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+        raise TypeError(f"expected a PRNG key (jax.random.key or PRNGKey), got {key.dtype}"
+                        f"{list(key.shape)}")
+    return jax.random.wrap_key_data(key)
+
+
+def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
+    """The train state before the first update."""
+    k_params, k_env, k_train = jax.random.split(as_key(key), 3)
+    params = init_params(k_params, agent.actor, agent.critic, agent.spec.obs_size)
+    opt_state = make_optimizer(hp.max_grad_norm).init(params)
+    env = rollout_lib.init_env_carry(agent.spec, k_env, agent.config.num_envs)
+    zero = jnp.zeros((), jnp.float32)
+    return TrainState(params, opt_state, env, jnp.asarray(hp.kl_beta_init, jnp.float32), zero,
+                      zero, jnp.zeros((), jnp.int32), k_train)
+
+
+def update_step(agent: Agent, state: TrainState, hp: Hyperparams
+                ) -> tuple[TrainState, dict[str, Array]]:
+    """One iteration: collect a rollout, compute advantages, run the SGD epochs."""
+    config, actor, critic = agent.config, agent.actor, agent.critic
+    key, k_rollout, k_sgd = jax.random.split(state.key, 3)
+    params = state.params
+
+    env, traj, episodes = rollout_lib.collect(
+        agent.spec, actor, critic, params, state.env, k_rollout, config.num_steps, hp.gamma,
+        config.normalize_obs, config.normalize_reward)
+
+    last_obs = rollout_lib.observe(env.normalizer, env.obs, config.normalize_obs)
+    last_value = critic.apply(params["critic"], last_obs)
+    # V of the states truncated episodes were cut in, in one batched call after the scan.
+    final_values = critic.apply(params["critic"], traj.final_obs)
+    next_values = bootstrap_values(traj.value, last_value, final_values, traj.terminated,
+                                   traj.truncated)
+    advantages, targets = gae(traj.reward, traj.value, next_values,
+                              traj.terminated | traj.truncated, hp.gamma, hp.gae_lambda)
+
+    def flat(x: Array) -> Array:
+        return x.reshape(config.batch_size, *x.shape[2:])
+
+    batch = Batch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(traj.value),
+                  flat(advantages), flat(targets))
+    frac = 1.0 - state.update / config.num_updates if config.anneal_lr else 1.0
+    lr = hp.lr * frac
+    new_params, opt_state, info = sgd_epochs(params, state.opt_state, batch, k_sgd, lr, actor,
+                                             critic, config, hp, state.kl_beta)
+
+    kl_beta = state.kl_beta
+    if config.policy_loss == "kl_penalty":
+        # KL of the whole update, measured with the new parameters on the rollout's samples.
+        new_log_prob = actor.apply(new_params["actor"], batch.obs).log_prob(batch.action)
+        log_ratio = new_log_prob - batch.log_prob
+        kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+        kl_beta = adapt_kl_beta(kl_beta, kl, hp.kl_target)
+
+    ep_return = mean_or_last(episodes.ret, episodes.count, state.last_return)
+    ep_length = mean_or_last(episodes.length.astype(jnp.float32), episodes.count,
+                             state.last_length)
+    metrics = {
+        "episode_return": ep_return,
+        "episode_length": ep_length,
+        "policy_loss": info.policy_loss,
+        "value_loss": info.value_loss,
+        "entropy": info.entropy,
+        "approx_kl": info.approx_kl,
+        "approx_kl_k1": info.approx_kl_k1,
+        "clip_fraction": info.clip_fraction,
+        "explained_variance": explained_variance(batch.value, batch.targets),
+        "learning_rate": jnp.asarray(lr, jnp.float32),
+        "kl_beta": state.kl_beta,
+        "env_steps": (state.update + 1) * config.batch_size,
+    }
+    new_state = TrainState(new_params, opt_state, env, kl_beta, ep_return, ep_length,
+                           state.update + 1, key)
+    return new_state, metrics
+
+
+def make_update(config: PPOConfig) -> Callable[[TrainState, Hyperparams], tuple]:
+    """``update(state, hparams) -> (state, metrics)``: one rollout-and-update iteration.
+
+    Compose it freely: ``jax.vmap(update)`` steps many seeds, a ``lax.scan`` over it is training.
+    """
+    agent = make_agent(config)
+    return lambda state, hparams: update_step(agent, state, hparams)
+
+
+def make_run(config: PPOConfig) -> Callable[[TrainState, Hyperparams, int], tuple]:
+    """``run(state, hparams, num_updates) -> (state, metrics)``: a chunk of updates as one scan.
+
+    ``num_updates`` is static. Running chunks back to back equals one long run bit for bit.
+    """
+    update = make_update(config)
+
+    def run(state: TrainState, hparams: Hyperparams, num_updates: int):
+        return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=num_updates)
+
+    return run
+
+
+def make_init(config: PPOConfig) -> Callable[..., TrainState]:
+    """``init(key, hparams=None) -> TrainState``."""
+    agent = make_agent(config)
+
+    def init(key: Array, hparams: Hyperparams | None = None) -> TrainState:
+        return init_state(agent, key, config.hyperparams() if hparams is None else hparams)
+
+    return init
+
+
+def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
+    """Builds ``train(key, hparams=None) -> TrainResult``, a pure function of its inputs.
+
+    Every update (``config.num_updates`` of them) runs inside one ``lax.scan``, so
+    ``jax.jit(train)`` is one compiled program and ``jax.vmap(train)`` trains many seeds (or, with
+    batched ``hparams``, many hyperparameter settings) at once.
+
+    Args:
+        config: the static settings; its hyperparameters are the defaults of ``hparams``.
+
+    Returns:
+        ``train(key, hparams=None)``; ``key`` is a ``jax.random.key`` or a legacy ``PRNGKey``.
+    """
+    init, run = make_init(config), make_run(config)
+
+    def train(key: Array, hparams: Hyperparams | None = None) -> TrainResult:
+        hp = config.hyperparams() if hparams is None else hparams
+        state, metrics = run(init(key, hp), hp, config.num_updates)
+        return TrainResult(state, metrics)
+
+    return train
