@@ -154,7 +154,7 @@ def _validate(c: PPOConfig) -> None:
             f"total_timesteps={c.total_timesteps} is not a multiple of num_envs * num_steps = "
             f"{c.batch_size}: training runs {c.num_updates} updates = "
             f"{c.num_updates * c.batch_size} steps",
-            stacklevel=3,
+            stacklevel=4,
         )
     if not 0.0 < c.gamma <= 1.0:
         _fail("gamma", c.gamma, "must be in (0, 1]")
