@@ -1,0 +1,211 @@
+"""Presets and settings files: how a run's settings are put together before anything is trained.
+
+A run is a :class:`~purejaxppo.config.PPOConfig` plus :class:`RunOptions` (seeds and checkpoint
+cadence). They are resolved in one order, each layer overriding the one before::
+
+    PPOConfig defaults < preset (presets.json) < --config FILE < explicit flags
+
+Every problem is raised as :class:`SettingsError`, a ``ValueError`` whose message is one line
+naming the problem and the fix (the command line prints it as is).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from purejaxppo.config import PPOConfig
+from purejaxppo.env import make_env
+
+PRESETS_FILE = Path(__file__).with_name("presets.json")
+DEFAULT_ENV = "CartPole-v1"
+
+
+class SettingsError(ValueError):
+    """A bad setting, preset, settings file or run directory; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a config is run: which seeds, and how often the train state is checkpointed."""
+
+    seed: int = 0
+    """Seed of the first run; seed i of ``num_seeds`` uses ``jax.random.key(seed + i)``."""
+    num_seeds: int = 1
+    """Independent seeds trained at once (one vmapped program)."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SettingsError(f"{f.name}={value!r} is invalid: must be an integer")
+        if self.num_seeds < 1:
+            raise SettingsError(f"num_seeds={self.num_seeds} is invalid: must be a positive integer")
+        if self.checkpoint_every < 0:
+            raise SettingsError(f"checkpoint_every={self.checkpoint_every} is invalid: must be a "
+                                "positive number of updates, or 0 for a checkpoint at the end only")
+        if self.seed < 0:
+            raise SettingsError(f"seed={self.seed} is invalid: must be >= 0")
+
+
+CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(PPOConfig))
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunOptions))
+SETTINGS_KEYS = (*CONFIG_KEYS, *RUN_KEYS, "preset")
+"""Keys a settings file (and a run's config.json) may hold."""
+
+
+class Preset(NamedTuple):
+    """Published hyperparameters for one environment."""
+
+    name: str
+    env: str
+    source: str
+    config: dict[str, Any]
+
+
+@functools.cache
+def presets() -> dict[str, Preset]:
+    """All presets of ``presets.json``, by name."""
+    raw = json.loads(PRESETS_FILE.read_text())
+    return {name: Preset(name, p["env"], p["source"], p["config"]) for name, p in raw.items()}
+
+
+def _suggest(name: str, options: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a :class:`SettingsError` with close names if there is none."""
+    table = presets()
+    if name not in table:
+        raise SettingsError(f"unknown preset {name!r}{_suggest(name, list(table))}; choose one "
+                            f"of: {', '.join(table)}")
+    return table[name]
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """Reads a JSON (``.json``) or YAML (``.yaml``/``.yml``) settings file into a checked dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SettingsError(f"config file {str(path)!r} does not exist; check the path given "
+                            "to --config") from None
+    except OSError as e:
+        raise SettingsError(f"cannot read config file {str(path)!r}: {e.strerror}; check the "
+                            "path and its permissions") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if importlib.util.find_spec("yaml") is None:
+            raise SettingsError(f"reading {str(path)!r} needs PyYAML; pip install pyyaml, or "
+                                "write the settings as JSON")
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise SettingsError(f"config file {str(path)!r} is not valid YAML{line}; fix the "
+                                "file or give a JSON one") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SettingsError(f"config file {str(path)!r} is not valid JSON ({e.msg} at line "
+                                f"{e.lineno}); fix the file (.yaml/.yml files are read as YAML)"
+                                ) from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {str(path)!r} must hold a mapping of setting names to "
+                            f"values, not a {type(data).__name__}")
+    check_keys(data, f"config file {str(path)!r}")
+    return data
+
+
+def check_keys(settings: dict[str, Any], where: str) -> None:
+    """Raises a :class:`SettingsError` naming the first unknown key (with close names)."""
+    for key in settings:
+        if key not in SETTINGS_KEYS:
+            raise SettingsError(f"{where} has an unknown setting {key!r}"
+                                f"{_suggest(str(key), SETTINGS_KEYS)}; the settings are "
+                                f"{', '.join(SETTINGS_KEYS)}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _config(settings: dict[str, Any]) -> PPOConfig:
+    try:
+        return PPOConfig(**settings)
+    except ValueError as e:
+        # PPOConfig names the field; point at the flag that sets it.
+        message = str(e).splitlines()[0]
+        m = re.match(r"PPOConfig\.(\w+)=", message)
+        fix = f"; set {_flag(m.group(1))} (or {m.group(1)} in --config)" if m else ""
+        raise SettingsError(message + fix) from None
+    except TypeError as e:
+        raise SettingsError(f"invalid settings: {e}") from None
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[PPOConfig, RunOptions]:
+    """A full settings dict (such as a run's config.json) as ``(PPOConfig, RunOptions)``."""
+    check_keys(settings, "the settings")
+    config = _config({k: v for k, v in settings.items() if k in CONFIG_KEYS})
+    return config, RunOptions(**{k: v for k, v in settings.items() if k in RUN_KEYS})
+
+
+def settings_dict(config: PPOConfig, options: RunOptions, preset: str | None) -> dict[str, Any]:
+    """The fully resolved settings, as written to a run's config.json (a valid --config file)."""
+    return {**config.to_dict(), **dataclasses.asdict(options), "preset": preset}
+
+
+class Resolved(NamedTuple):
+    """The outcome of :func:`resolve`."""
+
+    config: PPOConfig
+    options: RunOptions
+    preset: str | None
+    """Name of the preset used, or None when the environment has none."""
+
+
+def resolve(flags: dict[str, Any], file_settings: dict[str, Any] | None = None) -> Resolved:
+    """Merges defaults < preset < settings file < explicit flags into a validated run.
+
+    Args:
+        flags: the settings given explicitly on the command line (keys of ``SETTINGS_KEYS``).
+        file_settings: the contents of ``--config FILE``, if any.
+
+    The environment is the first of: ``--env``, the file's ``env``, the preset's env, CartPole-v1;
+    it is checked (:func:`purejaxppo.env.make_env`) before anything else.
+    The preset is ``--preset``, else the file's ``preset``, else the one named after the env (if
+    any). A preset made for another environment is an error.
+    """
+    file_settings = dict(file_settings or {})
+    preset_name = flags.get("preset", file_settings.get("preset"))
+    preset = get_preset(preset_name) if preset_name is not None else None
+    env = flags.get("env", file_settings.get("env", preset.env if preset else DEFAULT_ENV))
+    if not isinstance(env, str):
+        raise SettingsError(f"env={env!r} is invalid: must be a gymnax environment id such as "
+                            f"{DEFAULT_ENV!r}")
+    make_env(env)  # an unknown env fails first, with close names
+    if preset is None and env in presets():
+        preset = presets()[env]
+    if preset is not None and preset.env != env:
+        raise SettingsError(f"preset {preset.name!r} is for {preset.env}, not {env}; drop "
+                            f"--preset or use --env {preset.env}")
+    merged: dict[str, Any] = dict(preset.config) if preset else {}
+    for layer in (file_settings, flags):
+        merged.update({k: v for k, v in layer.items() if k != "preset"})
+    merged["env"] = env
+    config, options = split_settings(merged)
+    return Resolved(config, options, preset.name if preset else None)
+
