@@ -1,0 +1,133 @@
+"""What a run leaves on disk: config.json, metrics.csv, summary.json, returns.png.
+
+Every file is written atomically (a temp file in the same directory, fsync, ``os.replace``), so a
+reader, or a run killed half-way, never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from purejaxppo.metrics import METRICS
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+PLOT_FILE = "returns.png"
+
+FINAL_FRACTION = 0.05
+"""The final return is the mean episode return over this last fraction of the updates."""
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` so that ``path`` holds either the old or the new contents."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open, unlike mkstemp, leaves the permissions to the umask (readable outputs).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically writes ``data`` as indented JSON."""
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
+
+
+def final_window(num_updates: int) -> int:
+    """Updates the final return averages over: the last 5%, at least the last one."""
+    return max(1, math.ceil(FINAL_FRACTION * num_updates))
+
+
+def final_returns(episode_return: np.ndarray) -> np.ndarray:
+    """Per seed, the mean of ``episode_return [seeds, updates]`` over the final window."""
+    return episode_return[:, -final_window(episode_return.shape[1]):].mean(axis=1)
+
+
+def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int]) -> str:
+    """One row per update and seed: ``update, seed, env_steps``, then every other metric.
+
+    Args:
+        metrics: name -> ``[num_seeds, num_updates]`` array (``env_steps`` among them).
+        seeds: the seed of each row of the arrays.
+    """
+    order = ["env_steps", *(k for k in METRICS if k != "env_steps")]
+    names = [k for k in order if k in metrics] + sorted(k for k in metrics if k not in order)
+    arrays = [np.asarray(metrics[k]) for k in names]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["update", "seed", *names])
+    num_updates = arrays[0].shape[1]
+    for u in range(num_updates):
+        for i, seed in enumerate(seeds):
+            writer.writerow([u + 1, seed, *(_cell(a[i, u]) for a in arrays)])
+    return out.getvalue()
+
+
+def _cell(x: np.generic) -> str:
+    # 9 significant digits round-trip a float32 exactly.
+    return str(int(x)) if np.issubdtype(x.dtype, np.integer) else f"{float(x):.9g}"
+
+
+def plot_returns(path: str | Path, env_steps: np.ndarray, episode_return: np.ndarray,
+                 title: str) -> None:
+    """Learning curve, mean ± std over seeds, as a PNG (Agg canvas: no display, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mean, std = episode_return.mean(axis=0), episode_return.std(axis=0)
+    fig = Figure(figsize=(6.4, 4.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(env_steps, mean, color="C0", lw=1.5,
+            label=f"mean of {episode_return.shape[0]} seeds" if len(episode_return) > 1 else None)
+    if len(episode_return) > 1:
+        ax.fill_between(env_steps, mean - std, mean + std, color="C0", alpha=0.25, lw=0,
+                        label="± std")
+        ax.legend(loc="best", frameon=False)
+    ax.set(xlabel="environment steps (per seed)", ylabel="episode return", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+
+
+def format_table(rows: Sequence[tuple[str, str]]) -> str:
+    """Two aligned columns."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
