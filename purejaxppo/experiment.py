@@ -1,0 +1,292 @@
+"""Experiments: every seed of one config trained by one compiled program, checkpointed and saved.
+
+The program is ``jax.vmap(init)`` over seeds, then a ``lax.scan`` whose body is
+``jax.vmap(update)`` followed, outside the vmap, by an optional progress callback fired every
+``k`` updates through ``lax.cond`` (one host sync per ``k`` updates, with the seed-mean return).
+With ``checkpoint_every = N`` the scan runs in chunks of ``N`` updates (one compiled program,
+reused) and the state is saved between chunks; chunks back to back equal one scan bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo import checkpoint, outputs
+from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.presets import RunOptions, SettingsError, settings_dict, split_settings
+from purejaxppo.progress import ProgressBar, report_every
+from purejaxppo.train import TrainState, make_init, make_update
+
+Array = jax.Array
+
+
+def seed_keys(options: RunOptions) -> Array:
+    """``jax.random.key(seed + i)`` for each of the ``num_seeds`` seeds."""
+    seeds = jnp.arange(options.seed, options.seed + options.num_seeds)
+    return jax.vmap(jax.random.key)(seeds)
+
+
+def make_seeds_init(config: PPOConfig) -> Callable[[Array, Hyperparams], TrainState]:
+    """``init(keys [S], hparams) -> TrainState`` with a leading seed axis on every leaf."""
+    return jax.vmap(make_init(config), in_axes=(0, None))
+
+
+def make_seeds_run(config: PPOConfig, report: Callable[[Array, Array], None] | None = None,
+                   every: int = 1) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
+    """``run(state [S], hparams, num_updates) -> (state, metrics {name: [num_updates, S]})``.
+
+    Args:
+        config: the settings shared by every seed.
+        report: if given, called on the host as ``report(updates_done, mean_return)`` after
+            every ``every``-th update and after the last one; the mean is over seeds.
+        every: how often to call ``report``.
+    """
+    update = jax.vmap(make_update(config), in_axes=(0, None))
+
+    def step(state: TrainState, hparams: Hyperparams):
+        state, metrics = update(state, hparams)
+        if report is not None:
+            done = state.update[0]  # identical across seeds
+            due = (done % every == 0) | (done == config.num_updates)
+            mean_return = jnp.mean(metrics["episode_return"])
+            jax.lax.cond(due, lambda: jax.debug.callback(report, done, mean_return),
+                         lambda: None)
+        return state, metrics
+
+    def run(state: TrainState, hparams: Hyperparams, num_updates: int):
+        return jax.lax.scan(lambda s, _: step(s, hparams), state, None, length=num_updates)
+
+    return run
+
+
+def chunk_lengths(done: int, total: int, every: int) -> list[int]:
+    """Lengths of the scans that take a run from ``done`` to ``total`` updates."""
+    if done >= total:
+        return []
+    if every <= 0:
+        return [total - done]
+    return [min(every, total - u) for u in range(done, total, every)]
+
+
+class Start(NamedTuple):
+    """Where a training session starts: a fresh or a restored state, and the metrics so far."""
+
+    state: TrainState
+    history: dict[str, np.ndarray]
+    """``{name: [num_seeds, updates_done]}``; empty for a fresh run."""
+    seconds: float
+    """Time taken to build (compile and run ``init``) and restore it."""
+
+
+def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = None,
+          resume: bool = False) -> Start:
+    """The initial state of every seed, or (``resume``) the newest checkpoint of ``run_dir``.
+
+    Raises:
+        CheckpointError: ``resume`` and the checkpoint is missing, corrupt or from another config.
+    """
+    t0 = time.perf_counter()
+    state = jax.jit(make_seeds_init(config))(seed_keys(options), config.hyperparams())
+    history: dict[str, np.ndarray] = {}
+    if resume:
+        state, history, done = checkpoint.restore(run_dir, state)
+        if int(state.update[0]) != done or any(v.shape != (options.num_seeds, done)
+                                               for v in history.values()):
+            raise checkpoint.CheckpointError(f"the checkpoint in {str(run_dir)!r} is "
+                                             "inconsistent; point checkpoints/latest at an "
+                                             "earlier one")
+    jax.block_until_ready(state)
+    return Start(state, history, time.perf_counter() - t0)
+
+
+class Outcome(NamedTuple):
+    """A finished (or resumed and finished) training run."""
+
+    state: TrainState
+    """Final train state, leading seed axis."""
+    metrics: dict[str, np.ndarray]
+    """Every update's metrics, ``{name: [num_seeds, num_updates]}``."""
+    compile_s: float
+    """Seconds spent building the initial state and compiling, in this session."""
+    run_s: float
+    """Seconds spent running the compiled program in this session (checkpoint writes included)."""
+    start_update: int
+    """Updates already done when this session started (0 unless resumed)."""
+
+
+def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
+          run_dir: str | Path | None = None, progress: IO[str] | None = None) -> Outcome:
+    """Trains every seed to ``config.num_updates``, checkpointing into ``run_dir``.
+
+    Args:
+        config: the PPO settings.
+        options: seeds and checkpoint cadence.
+        begin: the state to continue from (:func:`start`); None starts afresh.
+        run_dir: where checkpoints go (every ``options.checkpoint_every`` updates and at the
+            end); None saves nothing.
+        progress: a stream to draw a progress bar on; None compiles no callback at all.
+    """
+    begin = start(config, options) if begin is None else begin
+    t0 = time.perf_counter()
+    hparams = config.hyperparams()
+    state, history = begin.state, dict(begin.history)
+    done = first = int(state.update[0])
+    lengths = chunk_lengths(done, config.num_updates, options.checkpoint_every)
+
+    bar = None
+    if progress is not None and lengths:
+        bar = ProgressBar(config.num_updates, done, config.batch_size * options.num_seeds,
+                          progress)
+    run = make_seeds_run(config, bar, report_every(config.num_updates))
+    compiled = {n: jax.jit(run, static_argnums=2).lower(state, hparams, n).compile()
+                for n in sorted(set(lengths))}
+    compile_s = begin.seconds + time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    if bar is not None:
+        bar.start()
+    try:
+        for n in lengths:
+            state, metrics = compiled[n](state, hparams)
+            chunk = {k: np.asarray(v).T for k, v in jax.device_get(metrics).items()}
+            history = {k: np.concatenate([history[k], v], axis=1) if k in history else v
+                       for k, v in chunk.items()}
+            done += n
+            if run_dir is not None and options.checkpoint_every and done < config.num_updates:
+                checkpoint.save(run_dir, state, history, done)
+        if run_dir is not None and lengths:
+            checkpoint.save(run_dir, state, history, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Outcome(state, history, compile_s, time.perf_counter() - t1, first)
+
+
+def read_run_settings(run_dir: str | Path) -> tuple[PPOConfig, RunOptions, str | None]:
+    """``(config, options, preset)`` from ``run_dir/config.json``."""
+    path = Path(run_dir) / outputs.CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise SettingsError(f"run directory {str(run_dir)!r} does not exist; give the --out "
+                            "directory of a training run")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"{str(path)!r} is missing, so {str(run_dir)!r} is not a purejaxppo "
+                            "run directory; give the --out directory of a training run") from None
+    except (OSError, ValueError):
+        raise SettingsError(f"{str(path)!r} is unreadable or not valid JSON; restore it from the "
+                            "run's summary or train again") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{str(path)!r} does not hold a settings mapping; restore it or "
+                            "train again")
+    preset = data.pop("preset", None)
+    config, options = split_settings(data)
+    return config, options, preset
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("purejaxppo", "jax", "jaxlib", "flax", "optax", "gymnax"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def device_description() -> str:
+    """E.g. ``"cpu (1 x cpu)"`` or ``"gpu (1 x NVIDIA H100 80GB HBM3)"``."""
+    devices = jax.devices()
+    return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind})"
+
+
+def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
+              outcome: Outcome) -> dict[str, Any]:
+    """The contents of summary.json."""
+    returns = outcome.metrics["episode_return"]
+    final = outputs.final_returns(returns)
+    window = outputs.final_window(config.num_updates)
+    steps_this_session = ((config.num_updates - outcome.start_update) * config.batch_size
+                          * options.num_seeds)
+    return {
+        "env": config.env,
+        "preset": preset,
+        "num_seeds": options.num_seeds,
+        "seeds": list(range(options.seed, options.seed + options.num_seeds)),
+        "num_updates": config.num_updates,
+        "env_steps_per_seed": config.num_updates * config.batch_size,
+        "final_return": {
+            "mean": float(final.mean()),
+            "std": float(final.std()),
+            "per_seed": [float(r) for r in final],
+            "definition": f"mean episode_return over the last {window} of {config.num_updates} "
+                          f"updates (the last {outputs.FINAL_FRACTION:.0%}, at least one), per "
+                          "seed; mean and std over seeds",
+        },
+        "compile_time_s": round(outcome.compile_s, 3),
+        "run_time_s": round(outcome.run_s, 3),
+        "env_steps_per_s": (round(steps_this_session / outcome.run_s)
+                            if outcome.run_s > 0 and steps_this_session else None),
+        "resumed_from_update": outcome.start_update or None,
+        "versions": versions(),
+        "device": device_description(),
+    }
+
+
+def write_outputs(run_dir: str | Path, config: PPOConfig, options: RunOptions,
+                  preset: str | None, outcome: Outcome) -> dict[str, Any]:
+    """Writes metrics.csv, summary.json and returns.png; returns the summary."""
+    run_dir = Path(run_dir)
+    seeds = list(range(options.seed, options.seed + options.num_seeds))
+    outputs.atomic_write(run_dir / outputs.METRICS_FILE, outputs.metrics_csv(outcome.metrics, seeds))
+    summary = summarize(config, options, preset, outcome)
+    outputs.write_json(run_dir / outputs.SUMMARY_FILE, summary)
+    outputs.plot_returns(run_dir / outputs.PLOT_FILE, outcome.metrics["env_steps"][0],
+                         outcome.metrics["episode_return"],
+                         f"{config.env}: PPO, {options.num_seeds} seed"
+                         f"{'s' if options.num_seeds > 1 else ''}")
+    return summary
+
+
+def write_config(run_dir: str | Path, config: PPOConfig, options: RunOptions,
+                 preset: str | None) -> None:
+    """Writes the fully resolved settings to ``run_dir/config.json``."""
+    outputs.write_json(Path(run_dir) / outputs.CONFIG_FILE, settings_dict(config, options, preset))
+
+
+def summary_table(summary: dict[str, Any], run_dir: str | Path) -> str:
+    """The end-of-run table printed by ``purejaxppo train``."""
+    final = summary["final_return"]
+    per_seed = ", ".join(f"{r:.1f}" for r in final["per_seed"])
+    sps = summary["env_steps_per_s"]
+    rows = [
+        ("environment", f"{summary['env']}" + (f" (preset {summary['preset']})"
+                                                if summary["preset"] else " (no preset)")),
+        ("seeds", f"{summary['num_seeds']} ({', '.join(map(str, summary['seeds']))})"),
+        ("updates", f"{summary['num_updates']:,} = {summary['env_steps_per_seed']:,} env steps "
+                    "per seed"),
+        ("final return", f"{final['mean']:.2f} ± {final['std']:.2f}"
+                         + (f"  (per seed: {per_seed})" if summary["num_seeds"] > 1 else "")),
+        ("", f"mean over the last {outputs.final_window(summary['num_updates'])} updates"),
+        ("compile time", f"{summary['compile_time_s']:.1f} s"),
+        ("run time", f"{summary['run_time_s']:.1f} s"
+                     + (f" ({sps:,} env steps/s)" if sps else "")),
+        ("device", summary["device"]),
+        ("outputs", f"{run_dir}/"),
+    ]
+    if summary["resumed_from_update"]:
+        rows.insert(3, ("resumed at", f"update {summary['resumed_from_update']:,}"))
+    return outputs.format_table(rows)
+
