@@ -1,0 +1,7 @@
+"""``python -m purejaxppo``: the ``purejaxppo`` command."""
+
+import sys
+
+from purejaxppo.cli import main
+
+sys.exit(main())
