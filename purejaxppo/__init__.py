@@ -7,6 +7,7 @@ Public API::
 
 from purejaxppo import losses
 from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.evaluate import Loaded, load, policy
 from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
 from purejaxppo.train import TrainResult, TrainState, make_init, make_run, make_train, make_update
 
@@ -15,13 +16,16 @@ __version__ = "0.1.0"
 __all__ = [
     "POLICY_LOSSES",
     "Hyperparams",
+    "Loaded",
     "PPOConfig",
     "TrainResult",
     "TrainState",
     "get_policy_loss",
+    "load",
     "losses",
     "make_init",
     "make_run",
     "make_train",
     "make_update",
+    "policy",
 ]
