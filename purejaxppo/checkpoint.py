@@ -54,6 +54,9 @@ def flatten_state(tree: Any) -> dict[str, np.ndarray]:
 def unflatten_state(template: Any, flat: Mapping[str, Any]) -> Any:
     """The inverse of :func:`flatten_state`, into the structure of ``template``.
 
+    ``template`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape`` of an
+    init function builds one without compiling or running anything).
+
     Raises:
         CheckpointError: a path of ``template`` is missing from ``flat`` (or extra in it), or an
             array has another shape or dtype than the template's.
@@ -66,13 +69,19 @@ def unflatten_state(template: Any, flat: Mapping[str, Any]) -> Any:
             raise CheckpointError(f"the checkpoint has no {name}: it was written for another "
                                   "config or purejaxppo version")
         value = np.asarray(flat[name])
-        expected = jax.random.key_data(leaf) if _is_key(leaf) else leaf
+        expected = jax.eval_shape(jax.random.key_data, leaf) if _is_key(leaf) else leaf
         if value.shape != expected.shape or value.dtype != expected.dtype:
             raise CheckpointError(
                 f"the checkpoint's {name} is {value.dtype}{list(value.shape)} but the config "
                 f"needs {expected.dtype}{list(expected.shape)}: it was written for another config")
-        restored.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
-                        if _is_key(leaf) else jnp.asarray(value))
+        if _is_key(leaf):
+            # Keys are made with the default PRNG implementation; refuse any other.
+            value = jax.random.wrap_key_data(value)
+            if value.dtype != leaf.dtype:
+                raise CheckpointError(f"the checkpoint's {name} is a {value.dtype} key but the "
+                                      f"config needs {leaf.dtype}: set jax_default_prng_impl as "
+                                      "when it was written")
+        restored.append(jnp.asarray(value))
     extra = set(flat) - {jax.tree_util.keystr(p) for p, _ in leaves}
     if extra:
         raise CheckpointError(f"the checkpoint has {len(extra)} entries the config does not "

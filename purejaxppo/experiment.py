@@ -40,6 +40,12 @@ def make_seeds_init(config: PPOConfig) -> Callable[[Array, Hyperparams], TrainSt
     return jax.vmap(make_init(config), in_axes=(0, None))
 
 
+def state_shapes(config: PPOConfig, options: RunOptions) -> TrainState:
+    """Shapes and dtypes of the train state of every seed, found without compiling anything."""
+    init = make_seeds_init(config)  # builds the env on the host, outside the trace
+    return jax.eval_shape(init, seed_keys(options), config.hyperparams())
+
+
 def make_seeds_run(config: PPOConfig, report: Callable[[Array, Array], None] | None = None,
                    every: int = 1) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """``run(state [S], hparams, num_updates) -> (state, metrics {name: [num_updates, S]})``.
@@ -95,15 +101,16 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
         CheckpointError: ``resume`` and the checkpoint is missing, corrupt or from another config.
     """
     t0 = time.perf_counter()
-    state = jax.jit(make_seeds_init(config))(seed_keys(options), config.hyperparams())
     history: dict[str, np.ndarray] = {}
     if resume:
-        state, history, done = checkpoint.restore(run_dir, state)
+        state, history, done = checkpoint.restore(run_dir, state_shapes(config, options))
         if int(state.update[0]) != done or any(v.shape != (options.num_seeds, done)
                                                for v in history.values()):
             raise checkpoint.CheckpointError(f"the checkpoint in {str(run_dir)!r} is "
                                              "inconsistent; point checkpoints/latest at an "
                                              "earlier one")
+    else:
+        state = jax.jit(make_seeds_init(config))(seed_keys(options), config.hyperparams())
     jax.block_until_ready(state)
     return Start(state, history, time.perf_counter() - t0)
 
