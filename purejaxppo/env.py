@@ -89,8 +89,41 @@ def reset(spec: EnvSpec, keys: Array) -> tuple[Array, Any]:
     return jax.vmap(flatten_obs)(obs), state
 
 
-def step(spec: EnvSpec, keys: Array, state: Any, actions: Array):
+def reset_batch(spec: EnvSpec, keys: Array) -> tuple[Array, Any]:
+    """Reset observations (flat) and states for a batch of keys of any shape."""
+    fn = lambda k: spec.env.reset_env(k, spec.params)  # noqa: E731
+    for _ in range(keys.ndim):
+        fn = jax.vmap(fn)
+    obs, state = fn(keys)
+    return jnp.reshape(obs, (*keys.shape, -1)).astype(jnp.float32), state
+
+
+def reset_nbytes(spec: EnvSpec) -> int:
+    """Bytes of one reset ``(obs, state)`` (what pre-drawing a reset costs in memory)."""
+    shapes = jax.eval_shape(spec.env.reset_env, jax.random.key(0), spec.params)
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+
+def _select(done: Array, reset: Any, stepped: Any) -> Any:
+    def pick(r: Array, s: Array) -> Array:
+        return jnp.where(jnp.reshape(done, done.shape + (1,) * (s.ndim - done.ndim)), r, s)
+
+    return jax.tree.map(pick, reset, stepped)
+
+
+def own_autoreset(spec: EnvSpec) -> bool:
+    """True when the env uses gymnax's generic ``step`` (so its auto-reset can be done here)."""
+    return type(spec.env).step is gymnax.environments.environment.Environment.step
+
+
+def step(spec: EnvSpec, keys: Array, state: Any, actions: Array,
+         reset: tuple[Array, Any] | None = None):
     """Steps ``N`` environments with auto-reset.
+
+    ``reset``, when given, holds a pre-drawn reset ``(obs, state)`` per environment: an episode
+    that ends is replaced by it. Drawing every reset of a rollout in one batched call before the
+    step loop is much cheaper than gymnax's per-step reset (two RNG calls per step). Environments
+    that override gymnax's ``step`` always use their own.
 
     Returns:
         ``(obs, state, reward, terminated, truncated, final_obs)``, where ``obs`` is the reset
@@ -99,9 +132,20 @@ def step(spec: EnvSpec, keys: Array, state: Any, actions: Array):
     """
     if not spec.discrete:
         actions = jnp.clip(actions, spec.action_low, spec.action_high)
-    obs, state, reward, terminated, truncated, info = jax.vmap(
-        spec.env.step, in_axes=(0, 0, 0, None)
-    )(keys, state, actions, spec.params)
     flat = jax.vmap(flatten_obs)
-    return (flat(obs), state, reward.astype(jnp.float32), terminated, truncated,
-            flat(info["final_observation"]))
+    if reset is None or not own_autoreset(spec):
+        obs, state, reward, terminated, truncated, info = jax.vmap(
+            spec.env.step, in_axes=(0, 0, 0, None)
+        )(keys, state, actions, spec.params)
+        return (flat(obs), state, reward.astype(jnp.float32), terminated, truncated,
+                flat(info["final_observation"]))
+    env, params = spec.env, spec.params
+    obs_st, state_st, reward, terminated, _ = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))(
+        keys, state, actions, params)
+    truncated = jax.vmap(env.is_truncated, in_axes=(0, None))(state_st, params)
+    terminated, truncated = jnp.asarray(terminated, bool), jnp.asarray(truncated, bool)
+    done = terminated | truncated
+    final_obs = flat(obs_st)
+    reset_obs, reset_state = reset
+    return (jnp.where(done[:, None], reset_obs, final_obs), _select(done, reset_state, state_st),
+            reward.astype(jnp.float32), terminated, truncated, final_obs)

@@ -15,6 +15,10 @@ from purejaxppo.networks import Actor, Critic
 
 Array = jax.Array
 
+PREDRAWN_RESET_BYTES = 1 << 20
+"""A rollout pre-draws its resets in one batched call when they fit in this many bytes (per
+seed); beyond it (large MinAtar batches) each step resets inline, as gymnax does."""
+
 
 class Transition(NamedTuple):
     """One step of every environment (a rollout stacks them: ``[num_steps, num_envs, ...]``)."""
@@ -94,14 +98,17 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
         ``(carry, transitions [num_steps, num_envs, ...], sums of finished episodes)``.
     """
     num_envs = carry.obs.shape[0]
-    k_noise, k_env = jax.random.split(key)
+    k_noise, k_env, k_reset = jax.random.split(key, 3)
     dist_cls = Categorical if spec.discrete else DiagGaussian
     noise = dist_cls.noise(k_noise, (num_steps, num_envs), spec.action_size)
     env_keys = jax.random.split(k_env, (num_steps, num_envs))
+    resets = None
+    if num_steps * num_envs * envlib.reset_nbytes(spec) <= PREDRAWN_RESET_BYTES:
+        resets = envlib.reset_batch(spec, jax.random.split(k_reset, (num_steps, num_envs)))
 
-    def step(state: tuple[EnvCarry, EpisodeSums], xs: tuple[Array, Array]):
+    def step(state: tuple[EnvCarry, EpisodeSums], xs: tuple[Array, Array, Any]):
         c, sums = state
-        step_noise, step_keys = xs
+        step_noise, step_keys, step_resets = xs
         normalizer = c.normalizer
         if normalize_obs:
             normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
@@ -111,7 +118,7 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
         action = dist.sample(step_noise)
         log_prob = dist.log_prob(action)
         next_obs, env_state, reward, terminated, truncated, final_obs = envlib.step(
-            spec, step_keys, c.env_state, action)
+            spec, step_keys, c.env_state, action, step_resets)
         done = terminated | truncated
 
         ep_ret = c.episode.ret + reward
@@ -134,5 +141,5 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
 
     zero = jnp.zeros(())
     sums0 = EpisodeSums(zero, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-    (carry, sums), transitions = jax.lax.scan(step, (carry, sums0), (noise, env_keys))
+    (carry, sums), transitions = jax.lax.scan(step, (carry, sums0), (noise, env_keys, resets))
     return carry, transitions, sums

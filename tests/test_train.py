@@ -230,3 +230,30 @@ def test_bad_env_suggests_close_names():
         make_train(PPOConfig(env="FrozenLake-misc"))
     with pytest.raises(ValueError, match="download"):
         make_train(PPOConfig(env="MNISTBandit-bsuite"))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Breakout-MinAtar", "Pendulum-v1"])
+def test_own_autoreset_matches_gymnax_step(env_id):
+    """With a pre-drawn reset, our step equals gymnax's step_env + auto-reset semantics."""
+    from purejaxppo.env import reset_batch
+    spec = make_env(env_id)
+    n = 64
+    keys = jax.random.split(jax.random.key(0), n)
+    _, state = jax.vmap(spec.env.reset, in_axes=(0, None))(keys, spec.params)
+    # Put every env one step from its time limit, so some steps truncate.
+    state = state.replace(time=jnp.full((n,), spec.params.max_steps_in_episode - 1))
+    actions = (jax.random.randint(jax.random.key(1), (n,), 0, spec.action_size) if spec.discrete
+               else jax.random.normal(jax.random.key(1), (n, spec.action_size)))
+    step_keys = jax.random.split(jax.random.key(2), n)
+    reset = reset_batch(spec, jax.random.split(jax.random.key(3), n))
+    ours = step(spec, step_keys, state, actions, reset)
+    theirs = step(spec, step_keys, state, actions)  # gymnax's own step (resets with its keys)
+    obs, new_state, reward, term, trunc, final_obs = ours
+    assert bool(trunc.all())
+    # gymnax's step is its own jitted program (fused arithmetic): equal up to float rounding.
+    np.testing.assert_allclose(final_obs, theirs[5], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reward, theirs[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(term, theirs[3])
+    np.testing.assert_array_equal(trunc, theirs[4])
+    np.testing.assert_array_equal(obs, reset[0])  # every env ended: all were reset
+    assert int(new_state.time.max()) == 0
