@@ -10,7 +10,8 @@ Array = jax.Array
 METRICS = (
     "episode_return", "episode_length", "policy_loss", "value_loss", "entropy", "approx_kl",
     "approx_kl_k1", "clip_fraction", "explained_variance", "learning_rate", "kl_beta",
-    "env_steps",
+    "env_steps", "nonfinite",
+    "trpo_kl", "trpo_line_search_steps", "trpo_improvement",  # 0 when update_rule is 'ppo'
 )
 """Keys of ``TrainResult.metrics``; each value has shape ``[num_updates]`` (per seed)."""
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxppo import rollout as rollout_lib
+from purejaxppo import trpo
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.env import EnvSpec, make_env
@@ -45,6 +46,9 @@ class TrainState(NamedTuple):
     """Updates done so far."""
     key: Array
     """PRNG key for the next update."""
+    first_nonfinite: Array
+    """Index of the first update whose losses or new parameters were NaN/Inf, -1 if none. From
+    then on the parameters are frozen at their last finite values."""
 
 
 class TrainResult(NamedTuple):
@@ -66,6 +70,11 @@ class Agent(NamedTuple):
     spec: EnvSpec
     actor: Actor
     critic: Critic
+
+
+def all_finite(tree: Any) -> Array:
+    """True when every element of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def make_agent(config: PPOConfig) -> Agent:
@@ -94,18 +103,20 @@ def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
     env = rollout_lib.init_env_carry(agent.spec, k_env, agent.config.num_envs)
     zero = jnp.zeros((), jnp.float32)
     return TrainState(params, opt_state, env, jnp.asarray(hp.kl_beta_init, jnp.float32), zero,
-                      zero, jnp.zeros((), jnp.int32), k_train)
+                      zero, jnp.zeros((), jnp.int32), k_train, jnp.full((), -1, jnp.int32))
 
 
-def update_step(agent: Agent, state: TrainState, hp: Hyperparams
-                ) -> tuple[TrainState, dict[str, Array]]:
-    """One iteration: collect a rollout, compute advantages, run the SGD epochs."""
+def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
+                  ) -> tuple[rollout_lib.EnvCarry, Batch, rollout_lib.EpisodeSums]:
+    """A rollout under ``state.params``, with GAE advantages and value targets, as a flat batch.
+
+    Returns:
+        ``(env carry after the rollout, batch [num_envs * num_steps], finished-episode sums)``.
+    """
     config, actor, critic = agent.config, agent.actor, agent.critic
-    key, k_rollout, k_sgd = jax.random.split(state.key, 3)
     params = state.params
-
     env, traj, episodes = rollout_lib.collect(
-        agent.spec, actor, critic, params, state.env, k_rollout, config.num_steps, hp.gamma,
+        agent.spec, actor, critic, params, state.env, key, config.num_steps, hp.gamma,
         config.normalize_obs, config.normalize_reward)
 
     last_obs = rollout_lib.observe(env.normalizer, env.obs, config.normalize_obs)
@@ -122,10 +133,26 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams
 
     batch = Batch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(traj.value),
                   flat(advantages), flat(targets))
+    return env, batch, episodes
+
+
+def update_step(agent: Agent, state: TrainState, hp: Hyperparams
+                ) -> tuple[TrainState, dict[str, Array]]:
+    """One iteration: collect a rollout, compute advantages, run the SGD epochs (or TRPO)."""
+    config, actor, critic = agent.config, agent.actor, agent.critic
+    key, k_rollout, k_sgd = jax.random.split(state.key, 3)
+    params = state.params
+    env, batch, episodes = collect_batch(agent, state, hp, k_rollout)
+
     frac = 1.0 - state.update / config.num_updates if config.anneal_lr else 1.0
     lr = hp.lr * frac
-    new_params, opt_state, info = sgd_epochs(params, state.opt_state, batch, k_sgd, lr, actor,
-                                             critic, config, hp, state.kl_beta)
+    if config.update_rule == "trpo":
+        new_params, opt_state, info, trpo_info = trpo.trpo_update(
+            params, state.opt_state, batch, k_sgd, lr, actor, critic, config, hp)
+    else:
+        new_params, opt_state, info = sgd_epochs(params, state.opt_state, batch, k_sgd, lr,
+                                                 actor, critic, config, hp, state.kl_beta)
+        trpo_info = trpo.TRPOInfo.zeros()
 
     kl_beta = state.kl_beta
     if config.policy_loss == "kl_penalty":
@@ -134,6 +161,16 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams
         log_ratio = new_log_prob - batch.log_prob
         kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
         kl_beta = adapt_kl_beta(kl_beta, kl, hp.kl_target)
+
+    # A non-finite loss or parameter stops learning: keep the last finite parameters (and optimiser
+    # state) and remember the first bad update, which the caller reports.
+    finite = all_finite((new_params, info.policy_loss, info.value_loss))
+    healthy = finite & (state.first_nonfinite < 0)
+    new_params, opt_state, kl_beta = jax.tree.map(
+        lambda new, old: jnp.where(healthy, new, old),
+        (new_params, opt_state, kl_beta), (params, state.opt_state, state.kl_beta))
+    first_nonfinite = jnp.where((state.first_nonfinite < 0) & ~finite, state.update,
+                                state.first_nonfinite)
 
     ep_return = mean_or_last(episodes.ret, episodes.count, state.last_return)
     ep_length = mean_or_last(episodes.length.astype(jnp.float32), episodes.count,
@@ -151,9 +188,13 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams
         "learning_rate": jnp.asarray(lr, jnp.float32),
         "kl_beta": state.kl_beta,
         "env_steps": (state.update + 1) * config.batch_size,
+        "nonfinite": ~finite,
+        "trpo_kl": trpo_info.kl,
+        "trpo_line_search_steps": trpo_info.line_search_steps,
+        "trpo_improvement": trpo_info.improvement,
     }
     new_state = TrainState(new_params, opt_state, env, kl_beta, ep_return, ep_length,
-                           state.update + 1, key)
+                           state.update + 1, key, first_nonfinite)
     return new_state, metrics
 
 

@@ -257,3 +257,28 @@ def test_own_autoreset_matches_gymnax_step(env_id):
     np.testing.assert_array_equal(trunc, theirs[4])
     np.testing.assert_array_equal(obs, reset[0])  # every env ended: all were reset
     assert int(new_state.time.max()) == 0
+
+
+def test_nonfinite_update_freezes_the_last_finite_parameters():
+    """A deliberately exploding run: learning stops at the first NaN, params stay finite."""
+    kwargs = dict(env="Pendulum-v1", num_envs=4, num_steps=64, lr=1e12, max_grad_norm=1e30,
+                  anneal_lr=False)
+    config = PPOConfig(total_timesteps=8 * 256, **kwargs)
+    result = jax.jit(make_train(config))(jax.random.key(0))
+    first = int(result.state.first_nonfinite)
+    assert 0 <= first < config.num_updates
+    flags = np.asarray(result.metrics["nonfinite"])
+    assert not flags[:first].any() and flags[first]
+    for leaf in jax.tree.leaves(result.params):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    # The frozen parameters are exactly those after the last finite update.
+    if first > 0:
+        shorter = jax.jit(make_train(PPOConfig(total_timesteps=first * 256, **kwargs)))(jax.random.key(0))
+        for a, b in zip(jax.tree.leaves(shorter.params), jax.tree.leaves(result.params), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_healthy_run_reports_no_nonfinite(cartpole_tiny):
+    _, _, result = cartpole_tiny
+    assert int(result.state.first_nonfinite) == -1
+    assert not np.asarray(result.metrics["nonfinite"]).any()

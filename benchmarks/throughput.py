@@ -1,0 +1,211 @@
+"""Throughput benchmark: compile time, run time, env steps/s, peak memory and roofline fraction.
+
+    python benchmarks/throughput.py             # every setting, then the peers
+    python benchmarks/throughput.py --quick     # smaller budgets (a smoke run)
+    python benchmarks/throughput.py --no-peers
+
+Each setting runs in a fresh subprocess (so its peak RSS is its own), timed as: compile
+(``jit(...).lower(...).compile()``), then the best of ``--repeats`` runs. The machine's matmul
+peak is measured on the spot (1024x1024 float32 through XLA) and every setting reports
+``achieved FLOP/s / peak``. FLOPs are counted analytically from the network sizes (see
+``flops_per_env_step``). Peers (``benchmarks/peers``) run in the same invocation, so ratios
+compare like with like on a noisy shared machine. Writes ``benchmarks/results/throughput.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    seeds: int
+    overrides: dict
+    total_timesteps: int
+    quick_timesteps: int
+
+
+def settings() -> list[Setting]:
+    cp = "CartPole-v1"
+    return [
+        Setting("cartpole 4 envs x 1 seed", cp, 1, {}, 499_712, 131_072),
+        Setting("cartpole 4 envs x 16 seeds", cp, 16, {}, 499_712, 65_536),
+        Setting("cartpole 4 envs x 64 seeds", cp, 64, {}, 249_856, 32_768),
+        Setting("cartpole 64 envs x 1 seed", cp, 1, {"num_envs": 64}, 1_048_576, 262_144),
+        Setting("cartpole 1024 envs x 1 seed", cp, 1, {"num_envs": 1024}, 2_097_152, 524_288),
+        Setting("breakout-minatar preset x 1 seed", "Breakout-MinAtar", 1, {}, 327_680, 65_536),
+        Setting("pendulum preset x 1 seed", "Pendulum-v1", 1, {}, 204_800, 40_960),
+    ]
+
+
+def flops_per_env_step(config, obs_size: int, action_size: int, discrete: bool) -> float:
+    """Matmul FLOPs per environment step (2 per multiply-add), the elementwise work ignored.
+
+    Rollout: one actor and one critic forward, plus a critic forward of the final observation
+    (truncation bootstrap). Update: ``update_epochs`` passes, each a forward and a backward
+    (~2x the forward) of both networks.
+    """
+    def mlp(out: int) -> float:
+        sizes = [obs_size, *config.hidden_sizes, out]
+        return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+    actor, critic = mlp(action_size), mlp(1)
+    return actor + 2 * critic + config.update_epochs * 3 * (actor + critic)
+
+
+def matmul_peak(n: int = 1024, seconds: float = 2.0) -> float:
+    """FLOP/s of an ``n x n`` float32 matmul through XLA on the default device."""
+    import jax
+
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    b = jax.random.normal(jax.random.key(1), (n, n))
+    f = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(f(a, b))
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
+    """Runs one setting in this process and returns its measurements."""
+    import jax
+
+    from purejaxppo import PPOConfig, make_train
+    from purejaxppo.env import make_env
+    from purejaxppo.presets import get_preset
+
+    base = PPOConfig(**{**get_preset(setting.env).config, "env": setting.env})
+    config = base.replace(**setting.overrides)
+    total = setting.quick_timesteps if quick else setting.total_timesteps
+    config = config.replace(total_timesteps=max(1, total // config.batch_size) * config.batch_size)
+    keys = jax.random.split(jax.random.key(0), setting.seeds)
+    fn = jax.vmap(make_train(config)) if setting.seeds > 1 else make_train(config)
+    args = keys if setting.seeds > 1 else keys[0]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(args).compile()
+    compile_s = time.perf_counter() - start
+    run_s = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = jax.block_until_ready(compiled(args))
+        run_s = min(run_s, time.perf_counter() - start)
+    steps = setting.seeds * config.num_updates * config.batch_size
+    spec = make_env(config.env)
+    flops = flops_per_env_step(config, spec.obs_size, spec.action_size, spec.discrete)
+    returns = jax.numpy.asarray(result.metrics["episode_return"])
+    return {
+        "setting": setting.name, "env": config.env, "seeds": setting.seeds,
+        "num_envs": config.num_envs, "num_steps": config.num_steps,
+        "total_timesteps_per_seed": config.num_updates * config.batch_size,
+        "compile_s": round(compile_s, 3), "run_s": round(run_s, 4),
+        "steps_per_s": steps / run_s, "flops_per_step": flops, "flop_per_s": steps * flops / run_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_compile_mb": rss0 / 1024,
+        "final_return_mean": float(returns[..., -1].mean()),
+    }
+
+
+def run_subprocess(index: int, quick: bool, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--one", str(index), "--repeats", str(repeats)]
+    if quick:
+        cmd.append("--quick")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return {"setting": settings()[index].name, "error": out.stderr.strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load_peers():
+    path = HERE / "peers" / "run.py"
+    spec = importlib.util.spec_from_file_location("peers_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
+    lines = [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA).", "",
+             "| setting | compile s | run s | env steps/s | peak RSS MB | GFLOP/s | of peak |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['setting']} | error: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['setting']} | {r['compile_s']:.1f} | {r['run_s']:.2f} | "
+                     f"{r['steps_per_s'] / 1e3:,.0f}k | {r['peak_rss_mb']:.0f} | "
+                     f"{r['flop_per_s'] / 1e9:.1f} | {r['flop_per_s'] / peak:.1%} |")
+    if peers:
+        ours = next((r for r in rows if r.get("setting") == "cartpole 4 envs x 1 seed"), None)
+        ours16 = next((r for r in rows if r.get("setting") == "cartpole 4 envs x 16 seeds"), None)
+        lines += ["", "Peers, same invocation, CartPole-v1, same settings:", "",
+                  "| implementation | seeds | env steps/s | ours / theirs |", "|---|---|---|---|"]
+        for p in peers:
+            if p.get("error"):
+                lines.append(f"| {p.get('peer')} | {p.get('num_seeds', 1)} | error: {p['error']} | |")
+                continue
+            mine = ours16 if p.get("num_seeds", 1) > 1 else ours
+            ratio = (mine["steps_per_s"] / p["steps_per_s"]) if mine and "error" not in mine else None
+            lines.append(f"| {p['peer']} | {p.get('num_seeds', 1)} | {p['steps_per_s'] / 1e3:,.1f}k | "
+                         f"{'' if ratio is None else f'{ratio:.2f}x'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller budgets")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--only", nargs="*", type=int, help="indices of settings to run")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_one(settings()[args.one], args.quick, args.repeats)))
+        return 0
+
+    peak = matmul_peak()
+    print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+    rows = []
+    for i in range(len(settings())):
+        if args.only and i not in args.only:
+            continue
+        row = run_subprocess(i, args.quick, args.repeats)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
+    peers: list[dict] = []
+    if not args.no_peers:
+        total = 131_072 if args.quick else 499_712
+        run_peers = load_peers().run_peers
+        peers = run_peers(total, ["sb3", "rejax"], 1) + run_peers(total, ["rejax"], 16)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    import jax
+
+    payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
+               "matmul_peak_flop_per_s": peak, "quick": args.quick, "rows": rows, "peers": peers}
+    suffix = "_quick" if args.quick else ""
+    (RESULTS / f"throughput{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = markdown(rows, peak, peers)
+    (RESULTS / f"throughput{suffix}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
