@@ -240,6 +240,14 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
             return 130
         summary = experiment.write_outputs(run_dir, config, options, preset, outcome)
         print(experiment.summary_table(summary, run_dir))
+        bad = summary["first_nonfinite_update"]
+        if bad:
+            seed, update = min(bad.items(), key=lambda kv: kv[1])
+            print(f"{PROG}: training diverged: update {update} (seed {seed}) produced a NaN/Inf "
+                  "loss or parameter; learning stopped there and the last finite parameters were "
+                  "kept. Lower --lr or --max-grad-norm, or enable --normalize-obs/--normalize-reward",
+                  file=sys.stderr)
+            return 1
         return 0
 
     return execute

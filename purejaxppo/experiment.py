@@ -219,6 +219,13 @@ def device_description() -> str:
     return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind})"
 
 
+def first_nonfinite(state: TrainState, options: RunOptions) -> dict[str, int] | None:
+    """``{seed: first update with a NaN/Inf loss or parameter}`` for the seeds that had one."""
+    bad = np.asarray(state.first_nonfinite).reshape(-1)
+    found = {options.seed + i: int(u) for i, u in enumerate(bad) if u >= 0}
+    return found or None
+
+
 def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
               outcome: Outcome) -> dict[str, Any]:
     """The contents of summary.json."""
@@ -247,6 +254,7 @@ def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
         "env_steps_per_s": (round(steps_this_session / outcome.run_s)
                             if outcome.run_s > 0 and steps_this_session else None),
         "resumed_from_update": outcome.start_update or None,
+        "first_nonfinite_update": first_nonfinite(outcome.state, options),
         "versions": versions(),
         "device": device_description(),
     }

@@ -51,7 +51,7 @@ class Actor(nn.Module):
         out = MLP(self.hidden_sizes, self.action_size, self.activation, head_scale=0.01)(obs)
         if self.discrete:
             return Categorical(out)
-        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
         return DiagGaussian(out, log_std)
 
 

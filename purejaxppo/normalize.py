@@ -24,7 +24,8 @@ class RunningStats(NamedTuple):
 
 def init_stats(shape: tuple[int, ...] = ()) -> RunningStats:
     """Stats before any data: mean 0, var 1, a tiny count so the first batch dominates."""
-    return RunningStats(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4))
+    f32 = jnp.float32
+    return RunningStats(jnp.zeros(shape, f32), jnp.ones(shape, f32), jnp.asarray(1e-4, f32))
 
 
 def update_stats(stats: RunningStats, batch: Array) -> RunningStats:

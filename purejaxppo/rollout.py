@@ -76,7 +76,7 @@ class EpisodeSums(NamedTuple):
 def init_env_carry(spec: EnvSpec, key: Array, num_envs: int) -> EnvCarry:
     """Resets ``num_envs`` environments."""
     obs, env_state = envlib.reset(spec, jax.random.split(key, num_envs))
-    zeros = jnp.zeros((num_envs,))
+    zeros = jnp.zeros((num_envs,), jnp.float32)
     normalizer = Normalizer(norm.init_stats((spec.obs_size,)), norm.init_stats(), zeros)
     return EnvCarry(env_state, obs, EpisodeTracker(zeros, jnp.zeros((num_envs,), jnp.int32)),
                     normalizer)
@@ -124,8 +124,8 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
         ep_ret = c.episode.ret + reward
         ep_len = c.episode.length + 1
         sums = EpisodeSums(sums.ret + jnp.sum(jnp.where(done, ep_ret, 0.0)),
-                           sums.length + jnp.sum(jnp.where(done, ep_len, 0)),
-                           sums.count + jnp.sum(done))
+                           sums.length + jnp.sum(jnp.where(done, ep_len, 0), dtype=jnp.int32),
+                           sums.count + jnp.sum(done, dtype=jnp.int32))
         episode = EpisodeTracker(jnp.where(done, 0.0, ep_ret), jnp.where(done, 0, ep_len))
 
         learn_reward = reward
@@ -139,7 +139,7 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
                                 observe(normalizer, final_obs, normalize_obs))
         return (EnvCarry(env_state, next_obs, episode, normalizer), sums), transition
 
-    zero = jnp.zeros(())
+    zero = jnp.zeros((), jnp.float32)
     sums0 = EpisodeSums(zero, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
     (carry, sums), transitions = jax.lax.scan(step, (carry, sums0), (noise, env_keys, resets))
     return carry, transitions, sums

@@ -358,3 +358,17 @@ def test_default_output_directory_is_new(tmp_path, monkeypatch):
     path.mkdir(parents=True)
     again, _ = cli._out_dir(None, "CartPole-v1", overwrite=False)
     assert again != path and not again.exists()
+
+
+def test_diverging_run_exits_with_the_first_bad_update(work, cli_env):
+    """A deliberately exploding configuration: exit 1, the first NaN update named, params kept."""
+    proc = run_cli(["train", "--env", "Pendulum-v1", *TINY, "--lr", "1e12", "--max-grad-norm",
+                    "1e30", "--no-anneal-lr", "--no-progress", "--out", "NAN"], work, cli_env)
+    assert proc.returncode == 1, proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "diverged: update" in message and "seed 0" in message
+    summary = json.loads((work / "NAN" / "summary.json").read_text())
+    (seed, update), = summary["first_nonfinite_update"].items()
+    assert f"update {update} " in message
+    loaded = purejaxppo.load(work / "NAN")
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))

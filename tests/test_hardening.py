@@ -1,0 +1,44 @@
+"""Determinism across processes and jax_enable_x64."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import hashlib, json, jax, numpy as np
+from purejaxppo import PPOConfig, make_train
+out = {}
+for env in ["CartPole-v1", "Pendulum-v1"]:
+    c = PPOConfig(env=env, total_timesteps=1024, num_envs=4, num_steps=64, update_epochs=2,
+                  num_minibatches=2, normalize_obs=True, normalize_reward=True)
+    r = jax.jit(make_train(c))(jax.random.key(3))
+    leaves = jax.tree.leaves((r.params, r.metrics))
+    digest = hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in leaves)).hexdigest()
+    dtypes = sorted({str(np.asarray(x).dtype) for x in jax.tree.leaves(r.params)})
+    finite = all(bool(np.isfinite(np.asarray(x)).all()) for x in leaves)
+    out[env] = {"digest": digest, "dtypes": dtypes, "finite": finite}
+print(json.dumps(out))
+"""
+
+
+def run_script(**env_vars: str) -> dict:
+    env = {**os.environ, **env_vars}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bit_identical_across_processes_and_x64_runs():
+    first = run_script(JAX_ENABLE_X64="0")
+    second = run_script(JAX_ENABLE_X64="0")
+    assert first == second
+    x64 = run_script(JAX_ENABLE_X64="1")
+    for env, res in x64.items():
+        assert res["finite"], env
+        # Training stays in float32 under x64: parameters are not silently promoted.
+        assert res["dtypes"] == ["float32"], res
+        assert first[env]["finite"]
