@@ -235,7 +235,7 @@ finite_floats = st.floats(-1e3, 0.0, allow_nan=False, width=32)
 big_advantages = st.floats(-1e6, 1e6, allow_nan=False, width=32)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
     data=st.data(),
