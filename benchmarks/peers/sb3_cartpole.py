@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total-timesteps", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU count)")
     args = parser.parse_args(argv)
 
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
     env = make_vec_env("CartPole-v1", n_envs=4, seed=args.seed, vec_env_cls=DummyVecEnv)
