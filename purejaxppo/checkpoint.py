@@ -143,6 +143,15 @@ def latest(run_dir: str | Path) -> Path:
     return path
 
 
+def incomplete_writes(run_dir: str | Path) -> list[Path]:
+    """Temporary files of checkpoint writes that never finished (a run killed mid-write).
+
+    They are never read: ``latest`` still names the last complete checkpoint.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+
+
 def restore(run_dir: str | Path, template: Any) -> tuple[Any, dict[str, np.ndarray], int]:
     """``(state, metrics, update)`` of the newest checkpoint of ``run_dir``, into ``template``."""
     path = latest(run_dir)

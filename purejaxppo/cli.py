@@ -192,7 +192,7 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
 
 def cmd_train(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo train``: validates everything, then returns the training itself."""
-    from purejaxppo import experiment
+    from purejaxppo import checkpoint, experiment
     from purejaxppo.presets import SETTINGS_KEYS, read_settings_file, resolve
     from purejaxppo.train import make_agent
 
@@ -213,6 +213,12 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
             options = dataclasses.replace(options, checkpoint_every=given["checkpoint_every"])
         make_agent(config)
         begin = experiment.start(config, options, run_dir, resume=True)
+        print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} "
+              f"(update {int(begin.state.update[0])} of {config.num_updates})", flush=True)
+        for leftover in checkpoint.incomplete_writes(run_dir):
+            print(f"Ignoring {leftover.relative_to(run_dir)}: an incomplete checkpoint write of "
+                  "an interrupted run (removed)", flush=True)
+            leftover.unlink()
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)

@@ -372,3 +372,43 @@ def test_diverging_run_exits_with_the_first_bad_update(work, cli_env):
     assert f"update {update} " in message
     loaded = purejaxppo.load(work / "NAN")
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+real_fsync = os.fsync
+def fsync(fd):
+    real_fsync(fd)
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if "ckpt-00000008" in target and target.endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename
+os.fsync = fsync
+from purejaxppo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_killed_mid_checkpoint_write_resumes_from_the_previous_one(run_a, work, cli_env):
+    args = ["train", *TINY, "--num-seeds", "2", "--seed", "5", "--checkpoint-every", "4",
+            "--no-progress", "--out", "KILLED"]
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=work,
+                            env=cli_env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr
+    folder = work / "KILLED" / "checkpoints"
+    assert (folder / "latest").read_text().strip() == "ckpt-00000004.msgpack"
+    leftovers = list(folder.glob(".*.tmp"))
+    assert len(leftovers) == 1 and "ckpt-00000008" in leftovers[0].name
+    loaded = purejaxppo.load(work / "KILLED")  # the previous checkpoint is intact
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))
+
+    resumed = run_cli(["train", "--resume", "KILLED", "--no-progress"], work, cli_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)" in resumed.stdout
+    assert "incomplete checkpoint write" in resumed.stdout
+    assert not list(folder.glob(".*.tmp"))
+    # And it finishes exactly where the uninterrupted run A finished.
+    a, b = run_a[0], work / "KILLED"
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
