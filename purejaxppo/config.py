@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from purejaxppo.losses import POLICY_LOSSES
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+UPDATE_RULES = ("ppo", "trpo")
 
 
 class Hyperparams(NamedTuple):
@@ -32,6 +33,7 @@ class Hyperparams(NamedTuple):
     max_grad_norm: Any
     kl_target: Any
     kl_beta_init: Any
+    max_kl: Any
 
 
 HYPERPARAMS = Hyperparams._fields
@@ -79,6 +81,19 @@ class PPOConfig:
     """Target KL for the adaptive penalty of policy_loss='kl_penalty'."""
     kl_beta_init: float = 1.0
     """Initial KL penalty coefficient beta for policy_loss='kl_penalty'."""
+    update_rule: str = "ppo"
+    """'ppo': minibatch SGD on policy_loss; 'trpo': one trust-region step on the importance_ratio
+    surrogate per rollout (see purejaxppo.trpo), the critic trained as in PPO."""
+    max_kl: float = 0.01
+    """TRPO's trust region: bound on the mean KL[pi_old || pi_new] of an accepted policy step."""
+    cg_iters: int = 10
+    """TRPO: conjugate-gradient iterations solving F x = g."""
+    cg_damping: float = 0.1
+    """TRPO: damping added to the Fisher-vector product, F + damping I, for a stable solve."""
+    line_search_steps: int = 10
+    """TRPO: candidate steps of the backtracking line search (the full step, then shrunk ones)."""
+    line_search_decay: float = 0.5
+    """TRPO: each backtracking step shrinks the step by this factor, in (0, 1)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the actor and of the critic (separate networks)."""
     activation: str = "tanh"
@@ -170,6 +185,17 @@ def _validate(c: PPOConfig) -> None:
             _fail(name, getattr(c, name), "must be >= 0")
     if c.policy_loss not in POLICY_LOSSES:
         _fail("policy_loss", c.policy_loss, f"must be one of {', '.join(POLICY_LOSSES)}")
+    if c.update_rule not in UPDATE_RULES:
+        _fail("update_rule", c.update_rule, f"must be one of {', '.join(UPDATE_RULES)}")
+    if c.max_kl <= 0:
+        _fail("max_kl", c.max_kl, "must be > 0")
+    for name in ("cg_iters", "line_search_steps"):
+        if getattr(c, name) < 1:
+            _fail(name, getattr(c, name), "must be a positive integer")
+    if c.cg_damping < 0:
+        _fail("cg_damping", c.cg_damping, "must be >= 0")
+    if not 0.0 < c.line_search_decay < 1.0:
+        _fail("line_search_decay", c.line_search_decay, "must be in (0, 1)")
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         _fail("hidden_sizes", c.hidden_sizes, "must be one or more positive layer widths")
     if c.activation not in ACTIVATIONS:

@@ -51,6 +51,12 @@ class Categorical(NamedTuple):
         """The most likely action."""
         return jnp.argmax(self.logits, axis=-1)
 
+    def kl(self, other: Categorical) -> Array:
+        """``KL[self || other] = sum_a p_a (log p_a - log q_a)``, analytic, over the last axis."""
+        log_p = jax.nn.log_softmax(self.logits, axis=-1)
+        log_q = jax.nn.log_softmax(other.logits, axis=-1)
+        return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
 
 class DiagGaussian(NamedTuple):
     """``pi(a|s) = N(a; mean, diag(exp(log_std)^2))``, ``log_std`` independent of the state."""
@@ -79,3 +85,11 @@ class DiagGaussian(NamedTuple):
     def mode(self) -> Array:
         """The mean action."""
         return self.mean
+
+    def kl(self, other: DiagGaussian) -> Array:
+        """``KL[self || other]``, analytic, summed over the action dimensions:
+        ``sum_i log(s_q / s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2``."""
+        log_ratio = other.log_std - self.log_std
+        z = (self.mean - other.mean) * jnp.exp(-other.log_std)
+        per_dim = log_ratio + 0.5 * (jnp.exp(-2.0 * log_ratio) + jnp.square(z)) - 0.5
+        return jnp.sum(per_dim, axis=-1)

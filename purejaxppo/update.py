@@ -6,6 +6,7 @@ any loss of :data:`purejaxppo.losses.POLICY_LOSSES`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -88,17 +89,37 @@ def loss_fn(params: dict, batch: Batch, actor: Actor, critic: Critic, config: PP
     return total, info
 
 
+Objective = Callable[..., tuple[Array, Any]]
+"""``objective(params, minibatch, actor, critic, config, hp, beta) -> (loss, aux)``."""
+
+
 def sgd_epochs(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
-               actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array
-               ) -> tuple[dict, Any, LossInfo]:
-    """``update_epochs`` passes over ``batch``, each in a fresh random order of minibatches.
+               actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
+               objective: Objective = loss_fn) -> tuple[dict, Any, LossInfo]:
+    """:func:`sgd_steps`, with the diagnostics averaged over every minibatch step.
 
     Returns:
         ``(params, opt_state, diagnostics averaged over every minibatch step)``.
     """
+    params, opt_state, infos = sgd_steps(params, opt_state, batch, key, lr, actor, critic,
+                                         config, hp, beta, objective)
+    return params, opt_state, jax.tree.map(jnp.mean, infos)
+
+
+def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
+              actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
+              objective: Objective = loss_fn) -> tuple[dict, Any, Any]:
+    """``update_epochs`` passes over ``batch``, each in a fresh random order of minibatches.
+
+    Args:
+        objective: the minibatch loss and its diagnostics; PPO's :func:`loss_fn` by default.
+
+    Returns:
+        ``(params, opt_state, aux)``, ``aux`` stacked per step: ``[update_epochs, num_minibatches]``.
+    """
     tx = make_optimizer(hp.max_grad_norm)
     n_mb, mb_size = config.num_minibatches, config.minibatch_size
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(objective, has_aux=True)
 
     def minibatch_step(state: tuple[dict, Any], mb: Batch):
         params, opt_state = state
@@ -116,7 +137,7 @@ def sgd_epochs(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array
 
     keys = jax.random.split(key, config.update_epochs)
     (params, opt_state), infos = jax.lax.scan(epoch, (params, opt_state), keys)
-    return params, opt_state, jax.tree.map(jnp.mean, infos)
+    return params, opt_state, infos
 
 
 def adapt_kl_beta(beta: Array, kl: Array, kl_target: Array) -> Array:

@@ -1,0 +1,213 @@
+"""TRPO: one trust-region step per rollout on the same importance-ratio surrogate PPO clips.
+
+    maximise  L(theta) = E[r A],  r = pi_theta(a|s) / pi_old(a|s)
+    subject to  KL_bar(theta) = E_s[KL[pi_old(.|s) || pi_theta(.|s)]] <= max_kl
+
+on the rollout's batch, solved as in the TRPO paper (appendix C):
+
+1. ``g = grad L(theta_old)``: the vanilla policy gradient, since ``r = 1`` there;
+2. ``x ~= F^-1 g`` by conjugate gradient, ``F`` the Hessian of ``KL_bar`` at ``theta_old`` (the
+   Fisher information), only ever used through products ``F v`` computed forward-over-reverse
+   (a JVP of ``grad KL_bar``), never formed;
+3. the full step ``s = sqrt(2 max_kl / x^T F x) x``, where the quadratic model of ``KL_bar`` equals
+   ``max_kl``;
+4. a backtracking line search over ``decay^j s``: the first candidate whose *exact* mean KL is
+   within ``max_kl`` and whose surrogate improved is taken; if none is, the policy is kept.
+
+The actor parameters are handled as one flat vector (``jax.flatten_util.ravel_pytree``). The
+critic is trained by the same Adam minibatch epochs as PPO's, on the value loss alone. Everything
+is ``lax`` control flow, so a TRPO update jits and vmaps over seeds like a PPO one.
+
+References:
+    Schulman et al., 2015. Trust Region Policy Optimization. arXiv:1502.05477.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from purejaxppo import losses
+from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.networks import Actor, Critic
+from purejaxppo.update import Batch, LossInfo, sgd_epochs
+
+Array = jax.Array
+
+
+class TRPOInfo(NamedTuple):
+    """What one trust-region step did (all zero for PPO updates)."""
+
+    kl: Array
+    """Exact mean KL[pi_old || pi_new] on the batch of the accepted step; 0 if rejected."""
+    line_search_steps: Array
+    """Backtracking steps before acceptance (0: the full step); ``line_search_steps``: every
+    candidate rejected, the policy kept."""
+    improvement: Array
+    """Surrogate improvement ``L(theta_new) - L(theta_old)`` of the accepted step; 0 if rejected."""
+
+    @staticmethod
+    def zeros() -> TRPOInfo:
+        """The metrics of an update that took no trust-region step."""
+        zero = jnp.zeros((), jnp.float32)
+        return TRPOInfo(zero, jnp.zeros((), jnp.int32), zero)
+
+
+def conjugate_gradient(matvec: Callable[[Array], Array], b: Array, iters: int,
+                       residual_tol: float = 1e-10) -> Array:
+    """Approximately solves ``A x = b`` for a symmetric positive-definite ``A`` given as ``matvec``.
+
+    ``iters`` steps of conjugate gradient from ``x = 0`` (a ``lax.fori_loop``); once the squared
+    residual falls below ``residual_tol`` the iterate stops moving (no division by ~0).
+
+    Returns:
+        ``x`` with the shape of ``b``.
+    """
+
+    def body(_: int, carry: tuple[Array, Array, Array, Array]):
+        x, r, p, rr = carry
+        active = rr > residual_tol
+        ap = matvec(p)
+        p_ap = jnp.vdot(p, ap)
+        alpha = jnp.where(active, rr / jnp.where(active, p_ap, 1.0), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = jnp.vdot(r, r)
+        beta = jnp.where(active, rr_new / jnp.where(active, rr, 1.0), 0.0)
+        return x, r, r + beta * p, jnp.where(active, rr_new, rr)
+
+    init = (jnp.zeros_like(b), b, b, jnp.vdot(b, b))
+    return jax.lax.fori_loop(0, iters, body, init)[0]
+
+
+def fisher_vector_product(kl_fn: Callable[[Array], Array], theta: Array, damping: float | Array
+                          ) -> Callable[[Array], Array]:
+    """``v -> (F + damping I) v``, ``F = hessian(kl_fn)(theta)``, by forward-over-reverse.
+
+    ``F v`` is the directional derivative of ``grad kl_fn`` along ``v``: a JVP of the gradient.
+    ``jax.linearize`` runs the primal part (one forward and backward pass) once; each product then
+    costs only the tangent pass.
+    """
+    _, hvp = jax.linearize(jax.grad(kl_fn), theta)
+    return lambda v: hvp(v) + damping * v
+
+
+def trust_region_step(surrogate_loss: Callable[[Array], Array], kl_fn: Callable[[Array], Array],
+                      theta: Array, max_kl: float | Array, cg_iters: int,
+                      cg_damping: float | Array, line_search_steps: int,
+                      line_search_decay: float) -> tuple[Array, TRPOInfo]:
+    """One TRPO step on a flat parameter vector.
+
+    Args:
+        surrogate_loss: ``theta -> -L(theta)``, the surrogate to *minimise*.
+        kl_fn: ``theta -> KL_bar(theta)``, the mean KL from the fixed old policy (0 at ``theta``).
+        theta: the old parameters, flat.
+        max_kl: the trust region ``delta``; may be traced.
+        cg_iters, cg_damping: conjugate-gradient iterations and Fisher damping.
+        line_search_steps, line_search_decay: candidates ``decay^j s`` for ``j < steps``.
+
+    Returns:
+        ``(new theta, TRPOInfo)``; ``new theta`` is ``theta`` when the line search rejects.
+    """
+    loss_old, grad = jax.value_and_grad(surrogate_loss)(theta)
+    g = -grad  # ascent direction of L
+    fvp = fisher_vector_product(kl_fn, theta, cg_damping)
+    x = conjugate_gradient(fvp, g, cg_iters)
+    # Scale so that the quadratic model 0.5 s^T F s of the KL equals max_kl.
+    shs = jnp.vdot(x, fvp(x))
+    full_step = jnp.sqrt(2.0 * max_kl / jnp.maximum(shs, 1e-12)) * x
+
+    def candidate(j: Array) -> tuple[Array, Array, Array]:
+        theta_j = theta + jnp.asarray(line_search_decay, theta.dtype) ** j * full_step
+        return theta_j, kl_fn(theta_j), loss_old - surrogate_loss(theta_j)
+
+    def searching(carry: tuple[Array, Array, Array, Array, Array]) -> Array:
+        j, accepted = carry[0], carry[1]
+        return (~accepted) & (j < line_search_steps)
+
+    def try_next(carry: tuple[Array, Array, Array, Array, Array]):
+        j = carry[0]
+        theta_j, kl, improvement = candidate(j.astype(theta.dtype))
+        ok = (kl <= max_kl) & (improvement > 0) & jnp.isfinite(kl) & jnp.isfinite(improvement)
+        return j + 1, ok, theta_j, kl, improvement
+
+    zero = jnp.zeros((), theta.dtype)
+    init = (jnp.zeros((), jnp.int32), jnp.array(False), theta, zero, zero)
+    tried, accepted, theta_new, kl, improvement = jax.lax.while_loop(searching, try_next, init)
+    info = TRPOInfo(jnp.where(accepted, kl, 0.0),
+                    jnp.where(accepted, tried - 1, line_search_steps).astype(jnp.int32),
+                    jnp.where(accepted, improvement, 0.0))
+    return jnp.where(accepted, theta_new, theta), info
+
+
+def normalize_advantages(advantages: Array, config: PPOConfig) -> Array:
+    """Zero mean, unit std over the batch when ``config.norm_adv`` (as PPO does per minibatch)."""
+    if not config.norm_adv:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def policy_step(actor: Actor, actor_params: Any, batch: Batch, config: PPOConfig,
+                hp: Hyperparams) -> tuple[Any, TRPOInfo]:
+    """The TRPO step of the actor on the whole batch, on the ``importance_ratio`` surrogate."""
+    theta, unravel = ravel_pytree(actor_params)
+    old_dist = jax.lax.stop_gradient(actor.apply(actor_params, batch.obs))
+    advantages = normalize_advantages(batch.advantages, config)
+
+    def surrogate_loss(flat: Array) -> Array:
+        log_prob = actor.apply(unravel(flat), batch.obs).log_prob(batch.action)
+        return losses.importance_ratio_loss(log_prob, batch.log_prob, advantages)
+
+    def kl_fn(flat: Array) -> Array:
+        return jnp.mean(old_dist.kl(actor.apply(unravel(flat), batch.obs)))
+
+    theta, info = trust_region_step(surrogate_loss, kl_fn, theta, hp.max_kl, config.cg_iters,
+                                    config.cg_damping, config.line_search_steps,
+                                    config.line_search_decay)
+    return unravel(theta), info
+
+
+def critic_objective(params: dict, batch: Batch, actor: Actor, critic: Critic,
+                     config: PPOConfig, hp: Hyperparams, beta: Array) -> tuple[Array, LossInfo]:
+    """PPO's value term alone, ``vf_coef L_value``, as an :data:`update.Objective`.
+
+    The actor gets a zero gradient, so Adam leaves it exactly unchanged.
+    """
+    del actor, beta
+    value = critic.apply(params["critic"], batch.obs)
+    if config.clip_value:
+        v_loss = losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
+    else:
+        v_loss = losses.value_loss(value, batch.targets)
+    zero = jnp.zeros_like(v_loss)
+    return hp.vf_coef * v_loss, LossInfo(zero, v_loss, zero, zero, zero, zero)
+
+
+def trpo_update(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
+                actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams
+                ) -> tuple[dict, Any, LossInfo, TRPOInfo]:
+    """One TRPO update: the critic's Adam epochs, then the actor's trust-region step.
+
+    Both use the rollout's batch only, so their order does not matter. The diagnostics are those
+    PPO reports, for the policy measured after the step on the whole batch.
+
+    Returns:
+        ``(params, opt_state, diagnostics, TRPOInfo)``.
+    """
+    beta = jnp.ones((), jnp.float32)  # unused by the critic objective
+    params, opt_state, info = sgd_epochs(params, opt_state, batch, key, lr, actor, critic,
+                                         config, hp, beta, objective=critic_objective)
+    actor_params, trpo_info = policy_step(actor, params["actor"], batch, config, hp)
+
+    dist = actor.apply(actor_params, batch.obs)
+    log_prob = dist.log_prob(batch.action)
+    advantages = normalize_advantages(batch.advantages, config)
+    k1, k3 = losses.approx_kl(log_prob, batch.log_prob)
+    info = LossInfo(losses.importance_ratio_loss(log_prob, batch.log_prob, advantages),
+                    info.value_loss, jnp.mean(dist.entropy()), k3, k1,
+                    losses.clip_fraction(log_prob, batch.log_prob, hp.clip_eps))
+    return {**params, "actor": actor_params}, opt_state, info, trpo_info
