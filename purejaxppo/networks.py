@@ -74,7 +74,19 @@ def make_networks(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str
 
 
 def init_params(key: Array, actor: Actor, critic: Critic, obs_size: int) -> dict:
-    """``{"actor": ..., "critic": ...}`` initialised from ``key``."""
-    k_actor, k_critic = jax.random.split(key)
+    """``{"actor": ..., "critic": ...}`` initialised from ``key``.
+
+    Under ``jax.vmap`` the keys are initialised one after another (``sequential_vmap``): a
+    vmapped orthogonal initialiser would batch its QR factorisations, and jaxlib's batched LAPACK
+    kernels split their batch over XLA:CPU's intra-op thread pool and block waiting for it. Two
+    such kernels running at once (independent layers, or two devices) can occupy every worker of
+    a small pool and deadlock: on a 2-core host, 256 vmapped seeds on one device, or 2 seeds per
+    device on 2 devices, hung forever. Initialisation is a tiny part of training.
+    """
     dummy = jnp.zeros((obs_size,))
-    return {"actor": actor.init(k_actor, dummy), "critic": critic.init(k_critic, dummy)}
+
+    def init_one(key: Array) -> dict:
+        k_actor, k_critic = jax.random.split(key)
+        return {"actor": actor.init(k_actor, dummy), "critic": critic.init(k_critic, dummy)}
+
+    return jax.custom_batching.sequential_vmap(init_one)(key)
