@@ -28,14 +28,23 @@ def init_stats(shape: tuple[int, ...] = ()) -> RunningStats:
     return RunningStats(jnp.zeros(shape, f32), jnp.ones(shape, f32), jnp.asarray(1e-4, f32))
 
 
-def update_stats(stats: RunningStats, batch: Array) -> RunningStats:
+def update_stats(stats: RunningStats, batch: Array, axis_name: str | None = None) -> RunningStats:
     """Merges a batch (leading axis = samples) into the stats.
 
     With ``d = mean_b - mean``, ``n = count + n_b``:
     ``mean' = mean + d n_b / n`` and ``var' = (var count + var_b n_b + d^2 count n_b / n) / n``.
+
+    With ``axis_name`` (inside ``shard_map``) the batch is the union of every device's equal-size
+    shard: ``mean_b`` is the mean of the shards' means and ``var_b`` the mean of
+    ``var_shard + (mean_shard - mean_b)^2``, so every device holds the same stats.
     """
     n_b = batch.shape[0]
     mean_b, var_b = jnp.mean(batch, axis=0), jnp.var(batch, axis=0)
+    if axis_name is not None:
+        shard_mean = mean_b
+        mean_b = jax.lax.pmean(shard_mean, axis_name)
+        var_b = jax.lax.pmean(var_b + jnp.square(shard_mean - mean_b), axis_name)
+        n_b = n_b * jax.lax.psum(1, axis_name)
     total = stats.count + n_b
     delta = mean_b - stats.mean
     mean = stats.mean + delta * n_b / total

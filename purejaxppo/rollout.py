@@ -89,10 +89,13 @@ def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
 
 def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: EnvCarry,
             key: Array, num_steps: int, gamma: Array, normalize_obs: bool,
-            normalize_reward: bool) -> tuple[EnvCarry, Transition, EpisodeSums]:
+            normalize_reward: bool, axis_name: str | None = None
+            ) -> tuple[EnvCarry, Transition, EpisodeSums]:
     """Runs ``num_steps`` steps of every environment under the current policy.
 
     All randomness (action noise, env step keys) is drawn before the scan in two batched calls.
+    With ``axis_name`` (data parallelism) the environments are this device's shard and the
+    normalisation statistics are updated with every device's observations and returns.
 
     Returns:
         ``(carry, transitions [num_steps, num_envs, ...], sums of finished episodes)``.
@@ -111,7 +114,7 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
         step_noise, step_keys, step_resets = xs
         normalizer = c.normalizer
         if normalize_obs:
-            normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
+            normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs, axis_name))
         obs = observe(normalizer, c.obs, normalize_obs)
         dist = actor.apply(params["actor"], obs)
         value = critic.apply(params["critic"], obs)
@@ -131,7 +134,7 @@ def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: En
         learn_reward = reward
         if normalize_reward:
             disc = normalizer.discounted_return * gamma + reward
-            ret_stats = norm.update_stats(normalizer.ret, disc)
+            ret_stats = norm.update_stats(normalizer.ret, disc, axis_name)
             learn_reward = norm.scale(ret_stats, reward)
             normalizer = Normalizer(normalizer.obs, ret_stats, jnp.where(done, 0.0, disc))
 

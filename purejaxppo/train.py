@@ -9,6 +9,7 @@ Data flows one way: config -> env -> rollout -> advantages -> losses -> update -
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,9 +21,17 @@ from purejaxppo import trpo
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.env import EnvSpec, make_env
+from purejaxppo.losses import get_policy_loss
 from purejaxppo.metrics import explained_variance, mean_or_last
 from purejaxppo.networks import Actor, Critic, init_params, make_networks
-from purejaxppo.update import Batch, adapt_kl_beta, make_optimizer, sgd_epochs
+from purejaxppo.update import (
+    Batch,
+    PolicyLossSwitch,
+    adapt_kl_beta,
+    loss_fn,
+    make_optimizer,
+    sgd_epochs,
+)
 
 Array = jax.Array
 
@@ -106,7 +115,8 @@ def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
                       zero, jnp.zeros((), jnp.int32), k_train, jnp.full((), -1, jnp.int32))
 
 
-def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
+def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array,
+                  axis_name: str | None = None
                   ) -> tuple[rollout_lib.EnvCarry, Batch, rollout_lib.EpisodeSums]:
     """A rollout under ``state.params``, with GAE advantages and value targets, as a flat batch.
 
@@ -117,7 +127,7 @@ def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
     params = state.params
     env, traj, episodes = rollout_lib.collect(
         agent.spec, actor, critic, params, state.env, key, config.num_steps, hp.gamma,
-        config.normalize_obs, config.normalize_reward)
+        config.normalize_obs, config.normalize_reward, axis_name)
 
     last_obs = rollout_lib.observe(env.normalizer, env.obs, config.normalize_obs)
     last_value = critic.apply(params["critic"], last_obs)
@@ -136,13 +146,28 @@ def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
     return env, batch, episodes
 
 
-def update_step(agent: Agent, state: TrainState, hp: Hyperparams
+def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
+                switch: PolicyLossSwitch | None = None, axis_name: str | None = None
                 ) -> tuple[TrainState, dict[str, Array]]:
-    """One iteration: collect a rollout, compute advantages, run the SGD epochs (or TRPO)."""
+    """One iteration: collect a rollout, compute advantages, run the SGD epochs (or TRPO).
+
+    Args:
+        switch: picks the policy loss by a (traced) index; ``config.policy_loss`` when None.
+        axis_name: data parallelism inside ``shard_map``: ``agent.config.num_envs`` is this
+            device's share of the environments; gradients, normalisation statistics, episode
+            sums, the KL of ``kl_penalty`` and the diagnostics are averaged over the axis, so the
+            parameters stay identical on every device.
+    """
     config, actor, critic = agent.config, agent.actor, agent.critic
     key, k_rollout, k_sgd = jax.random.split(state.key, 3)
+    if axis_name is not None:
+        # The key is replicated: give each device its own actions, env steps and shuffles.
+        device = jax.lax.axis_index(axis_name)
+        k_rollout, k_sgd = jax.random.fold_in(k_rollout, device), jax.random.fold_in(k_sgd, device)
     params = state.params
-    env, batch, episodes = collect_batch(agent, state, hp, k_rollout)
+    env, batch, episodes = collect_batch(agent, state, hp, k_rollout, axis_name)
+    if axis_name is not None:
+        episodes = jax.tree.map(lambda x: jax.lax.psum(x, axis_name), episodes)
 
     frac = 1.0 - state.update / config.num_updates if config.anneal_lr else 1.0
     lr = hp.lr * frac
@@ -150,17 +175,27 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams
         new_params, opt_state, info, trpo_info = trpo.trpo_update(
             params, state.opt_state, batch, k_sgd, lr, actor, critic, config, hp)
     else:
+        objective = loss_fn
+        if switch is not None or axis_name is not None:
+            objective = functools.partial(loss_fn, switch=switch, axis_name=axis_name)
         new_params, opt_state, info = sgd_epochs(params, state.opt_state, batch, k_sgd, lr,
-                                                 actor, critic, config, hp, state.kl_beta)
+                                                 actor, critic, config, hp, state.kl_beta,
+                                                 objective, axis_name)
         trpo_info = trpo.TRPOInfo.zeros()
+    if axis_name is not None:
+        info = jax.lax.pmean(info, axis_name)
 
     kl_beta = state.kl_beta
-    if config.policy_loss == "kl_penalty":
+    if (config.policy_loss == "kl_penalty" if switch is None else "kl_penalty" in switch.names):
         # KL of the whole update, measured with the new parameters on the rollout's samples.
         new_log_prob = actor.apply(new_params["actor"], batch.obs).log_prob(batch.action)
         log_ratio = new_log_prob - batch.log_prob
         kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+        if axis_name is not None:
+            kl = jax.lax.pmean(kl, axis_name)
         kl_beta = adapt_kl_beta(kl_beta, kl, hp.kl_target)
+        if switch is not None:
+            kl_beta = jnp.where(switch.selects("kl_penalty"), kl_beta, state.kl_beta)
 
     # A non-finite loss or parameter stops learning: keep the last finite parameters (and optimiser
     # state) and remember the first bad update, which the caller reports.
@@ -193,29 +228,71 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams
         "trpo_line_search_steps": trpo_info.line_search_steps,
         "trpo_improvement": trpo_info.improvement,
     }
+    if axis_name is not None:
+        # Each device measured its share of the batch: report the devices' mean.
+        metrics["explained_variance"] = jax.lax.pmean(metrics["explained_variance"], axis_name)
+        metrics["env_steps"] = metrics["env_steps"] * jax.lax.psum(1, axis_name)
     new_state = TrainState(new_params, opt_state, env, kl_beta, ep_return, ep_length,
                            state.update + 1, key, first_nonfinite)
     return new_state, metrics
 
 
-def make_update(config: PPOConfig) -> Callable[[TrainState, Hyperparams], tuple]:
-    """``update(state, hparams) -> (state, metrics)``: one rollout-and-update iteration.
+def loss_switch(config: PPOConfig, policy_losses: tuple[str, ...] | None,
+                loss_index: Array | None) -> PolicyLossSwitch | None:
+    """The :class:`PolicyLossSwitch` of ``policy_losses`` (None without them).
+
+    ``loss_index`` defaults to the position of ``config.policy_loss`` among ``policy_losses``.
+    """
+    if policy_losses is None:
+        return None
+    if loss_index is None:
+        if config.policy_loss not in policy_losses:
+            raise ValueError(f"loss_index is required: config.policy_loss={config.policy_loss!r} "
+                             f"is not one of policy_losses={policy_losses}")
+        loss_index = policy_losses.index(config.policy_loss)
+    return PolicyLossSwitch(policy_losses, jnp.asarray(loss_index, jnp.int32))
+
+
+def check_policy_losses(policy_losses: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Validates names for :func:`make_train`'s ``policy_losses``."""
+    if policy_losses is None:
+        return None
+    if isinstance(policy_losses, str) or not policy_losses:
+        raise ValueError(f"policy_losses must be a non-empty tuple of names, got {policy_losses!r}")
+    for name in policy_losses:
+        get_policy_loss(name)
+    return tuple(policy_losses)
+
+
+def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
+                ) -> Callable[..., tuple]:
+    """``update(state, hparams, loss_index=None) -> (state, metrics)``: one rollout-and-update.
 
     Compose it freely: ``jax.vmap(update)`` steps many seeds, a ``lax.scan`` over it is training.
+    With ``policy_losses``, ``loss_index`` (traced, vmappable) picks the policy loss among them.
     """
     agent = make_agent(config)
-    return lambda state, hparams: update_step(agent, state, hparams)
+    policy_losses = check_policy_losses(policy_losses)
+
+    def update(state: TrainState, hparams: Hyperparams, loss_index: Array | None = None):
+        return update_step(agent, state, hparams, loss_switch(config, policy_losses, loss_index))
+
+    return update
 
 
-def make_run(config: PPOConfig) -> Callable[[TrainState, Hyperparams, int], tuple]:
-    """``run(state, hparams, num_updates) -> (state, metrics)``: a chunk of updates as one scan.
+def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
+             ) -> Callable[..., tuple]:
+    """``run(state, hparams, num_updates, loss_index=None) -> (state, metrics)``: one scan.
 
     ``num_updates`` is static. Running chunks back to back equals one long run bit for bit.
+    ``policy_losses`` and ``loss_index`` are those of :func:`make_update`.
     """
-    update = make_update(config)
+    update = make_update(config, policy_losses)
 
-    def run(state: TrainState, hparams: Hyperparams, num_updates: int):
-        return jax.lax.scan(lambda s, _: update(s, hparams), state, None, length=num_updates)
+    def run(state: TrainState, hparams: Hyperparams, num_updates: int,
+            loss_index: Array | None = None):
+        return jax.lax.scan(lambda s, _: update(s, hparams, loss_index), state, None,
+                            length=num_updates)
 
     return run
 
@@ -230,8 +307,9 @@ def make_init(config: PPOConfig) -> Callable[..., TrainState]:
     return init
 
 
-def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
-    """Builds ``train(key, hparams=None) -> TrainResult``, a pure function of its inputs.
+def make_train(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
+               ) -> Callable[..., TrainResult]:
+    """Builds ``train(key, hparams=None, loss_index=None) -> TrainResult``, a pure function.
 
     Every update (``config.num_updates`` of them) runs inside one ``lax.scan``, so
     ``jax.jit(train)`` is one compiled program and ``jax.vmap(train)`` trains many seeds (or, with
@@ -239,15 +317,21 @@ def make_train(config: PPOConfig) -> Callable[..., TrainResult]:
 
     Args:
         config: the static settings; its hyperparameters are the defaults of ``hparams``.
+        policy_losses: names of :data:`purejaxppo.losses.POLICY_LOSSES`; when given, the policy
+            loss is ``policy_losses[loss_index]``, chosen inside the program by ``lax.switch``,
+            so a vmap over ``loss_index`` trains several losses at once. Without it the loss is
+            ``config.policy_loss``, fixed at trace time.
 
     Returns:
-        ``train(key, hparams=None)``; ``key`` is a ``jax.random.key`` or a legacy ``PRNGKey``.
+        ``train(key, hparams=None, loss_index=None)``; ``key`` is a ``jax.random.key`` or a
+        legacy ``PRNGKey``; ``loss_index`` defaults to ``config.policy_loss``'s position.
     """
-    init, run = make_init(config), make_run(config)
+    init, run = make_init(config), make_run(config, policy_losses)
 
-    def train(key: Array, hparams: Hyperparams | None = None) -> TrainResult:
+    def train(key: Array, hparams: Hyperparams | None = None,
+              loss_index: Array | None = None) -> TrainResult:
         hp = config.hyperparams() if hparams is None else hparams
-        state, metrics = run(init(key, hp), hp, config.num_updates)
+        state, metrics = run(init(key, hp), hp, config.num_updates, loss_index)
         return TrainResult(state, metrics)
 
     return train

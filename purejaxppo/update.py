@@ -6,6 +6,7 @@ any loss of :data:`purejaxppo.losses.POLICY_LOSSES`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -67,16 +68,54 @@ def policy_loss_value(name: str, log_prob: Array, old_log_prob: Array, advantage
     return fn(log_prob, old_log_prob, advantages, **policy_loss_kwargs(name, hp, beta))
 
 
+class PolicyLossSwitch(NamedTuple):
+    """A policy loss chosen inside the program: ``names[index]``, by ``lax.switch``.
+
+    ``names`` is static; ``index`` is an int32 scalar that may be traced, so ``jax.vmap`` over it
+    trains several losses in one compiled program (batched, every branch is computed and the
+    chosen one selected).
+    """
+
+    names: tuple[str, ...]
+    index: Array
+
+    def __call__(self, log_prob: Array, old_log_prob: Array, advantages: Array,
+                 hp: Hyperparams, beta: Array) -> Array:
+        branches = [functools.partial(policy_loss_value, name) for name in self.names]
+        return jax.lax.switch(self.index, branches, log_prob, old_log_prob, advantages, hp, beta)
+
+    def selects(self, name: str) -> Array:
+        """Whether ``index`` picks the loss ``name`` (a bool array; False if it is not a choice)."""
+        if name not in self.names:
+            return jnp.zeros((), bool)
+        return self.index == self.names.index(name)
+
+
 def loss_fn(params: dict, batch: Batch, actor: Actor, critic: Critic, config: PPOConfig,
-            hp: Hyperparams, beta: Array) -> tuple[Array, LossInfo]:
-    """The PPO objective on one minibatch: ``(total loss, diagnostics)``."""
+            hp: Hyperparams, beta: Array, switch: PolicyLossSwitch | None = None,
+            axis_name: str | None = None) -> tuple[Array, LossInfo]:
+    """The PPO objective on one minibatch: ``(total loss, diagnostics)``.
+
+    Args:
+        switch: picks the policy loss at run time; ``config.policy_loss`` when None.
+        axis_name: data parallelism: the minibatch is sharded over this ``shard_map`` axis, and
+            advantages are normalised with the mean and std of the whole minibatch.
+    """
     dist = actor.apply(params["actor"], batch.obs)
     value = critic.apply(params["critic"], batch.obs)
     log_prob = dist.log_prob(batch.action)
     adv = batch.advantages
-    if config.norm_adv:
+    if config.norm_adv and axis_name is None:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    policy_loss = policy_loss_value(config.policy_loss, log_prob, batch.log_prob, adv, hp, beta)
+    elif config.norm_adv:
+        mean = jax.lax.pmean(adv.mean(), axis_name)  # equal shards: the mean of means
+        std = jnp.sqrt(jax.lax.pmean(jnp.mean(jnp.square(adv - mean)), axis_name))
+        adv = (adv - mean) / (std + 1e-8)
+    if switch is None:
+        policy_loss = policy_loss_value(config.policy_loss, log_prob, batch.log_prob, adv, hp,
+                                        beta)
+    else:
+        policy_loss = switch(log_prob, batch.log_prob, adv, hp, beta)
     if config.clip_value:
         v_loss = losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
     else:
@@ -95,24 +134,28 @@ Objective = Callable[..., tuple[Array, Any]]
 
 def sgd_epochs(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
                actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
-               objective: Objective = loss_fn) -> tuple[dict, Any, LossInfo]:
+               objective: Objective = loss_fn, axis_name: str | None = None
+               ) -> tuple[dict, Any, LossInfo]:
     """:func:`sgd_steps`, with the diagnostics averaged over every minibatch step.
 
     Returns:
         ``(params, opt_state, diagnostics averaged over every minibatch step)``.
     """
     params, opt_state, infos = sgd_steps(params, opt_state, batch, key, lr, actor, critic,
-                                         config, hp, beta, objective)
+                                         config, hp, beta, objective, axis_name)
     return params, opt_state, jax.tree.map(jnp.mean, infos)
 
 
 def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
               actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
-              objective: Objective = loss_fn) -> tuple[dict, Any, Any]:
+              objective: Objective = loss_fn, axis_name: str | None = None
+              ) -> tuple[dict, Any, Any]:
     """``update_epochs`` passes over ``batch``, each in a fresh random order of minibatches.
 
     Args:
         objective: the minibatch loss and its diagnostics; PPO's :func:`loss_fn` by default.
+        axis_name: data parallelism: ``batch`` is this device's shard, and gradients are averaged
+            over the ``shard_map`` axis before the optimizer, so every device takes the same step.
 
     Returns:
         ``(params, opt_state, aux)``, ``aux`` stacked per step: ``[update_epochs, num_minibatches]``.
@@ -124,6 +167,9 @@ def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
     def minibatch_step(state: tuple[dict, Any], mb: Batch):
         params, opt_state = state
         grads, info = grad_fn(params, mb, actor, critic, config, hp, beta)
+        if axis_name is not None:
+            # Equal shards: the mean of the shards' gradients is the whole minibatch's gradient.
+            grads = jax.lax.pmean(grads, axis_name)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
         return (params, opt_state), info
