@@ -3,12 +3,15 @@
 Public API::
 
     from purejaxppo import PPOConfig, make_train, losses
+    from purejaxppo import sweep, make_train_data_parallel   # many runs / many devices
 """
 
 from purejaxppo import losses
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.evaluate import Loaded, load, policy
 from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
+from purejaxppo.parallel import make_train_data_parallel
+from purejaxppo.sweeps import SweepResult, sweep
 from purejaxppo.train import TrainResult, TrainState, make_init, make_run, make_train, make_update
 
 __version__ = "0.1.0"
@@ -18,6 +21,7 @@ __all__ = [
     "Hyperparams",
     "Loaded",
     "PPOConfig",
+    "SweepResult",
     "TrainResult",
     "TrainState",
     "get_policy_loss",
@@ -26,6 +30,8 @@ __all__ = [
     "make_init",
     "make_run",
     "make_train",
+    "make_train_data_parallel",
     "make_update",
     "policy",
+    "sweep",
 ]

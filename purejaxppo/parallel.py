@@ -1,0 +1,120 @@
+"""Many devices: independent runs sharded over a mesh, and data parallelism within one run.
+
+Both use ``jax.shard_map`` over a :class:`jax.sharding.Mesh` of ``jax.devices()``; with
+``jax.distributed.initialize()`` called first, that list spans every host and the same code runs
+multi-host. Nothing here uses ``pmap``.
+
+* :func:`shard_runs` splits a batch of independent runs (seeds, sweep points) over the devices.
+  Each device trains its slice with ``vmap``; there is no communication.
+* :func:`make_train_data_parallel` splits the environments of *one* run over the devices. Each
+  device steps its environments and computes gradients on its shard of every minibatch; gradients,
+  advantage and observation/reward normalisation statistics, episode counts and diagnostics are
+  averaged with ``lax.pmean``/``psum``, so the parameters stay identical on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.rollout import EnvCarry
+from purejaxppo.train import TrainResult, TrainState, init_state, make_agent, update_step
+
+Array = jax.Array
+
+
+def device_mesh(axis_name: str = "batch") -> Mesh:
+    """A one-axis mesh over every device of every process (``jax.devices()``)."""
+    return Mesh(np.asarray(jax.devices()), (axis_name,))
+
+
+def shard_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """``fn`` (leading batch axis on every input and output leaf) split over every mesh axis.
+
+    Each device calls ``fn`` on its ``B / mesh.size`` runs; wrap the result in ``jax.jit``.
+    """
+    spec = PartitionSpec(mesh.axis_names)
+    # check_vma=False: the scans' carries start as per-device constants and become per-device
+    # data; nothing is communicated, so there is nothing for the check to protect.
+    # (Initialising many runs per device once deadlocked XLA:CPU: see networks.init_params.)
+    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+
+
+def state_specs(state: TrainState, axis_name: str) -> TrainState:
+    """Partition specs of a data-parallel train state: environments split, the rest replicated.
+
+    Every leaf of ``state.env`` has a leading environment axis except the normalisation
+    statistics, which are shared by all environments.
+    """
+    replicated = jax.tree.map(lambda _: PartitionSpec(), state)
+    env: EnvCarry = jax.tree.map(lambda _: PartitionSpec(axis_name), state.env)
+    normalizer = env.normalizer._replace(obs=replicated.env.normalizer.obs,
+                                         ret=replicated.env.normalizer.ret)
+    return replicated._replace(env=env._replace(normalizer=normalizer))
+
+
+def local_config(config: PPOConfig, num_devices: int) -> PPOConfig:
+    """The settings one device runs under data parallelism: ``num_envs / num_devices`` envs.
+
+    Raises:
+        ValueError: if the environments or the minibatches do not split evenly.
+    """
+    if config.num_envs % num_devices:
+        raise ValueError(f"num_envs={config.num_envs} must be divisible by the {num_devices} "
+                         "devices of the data-parallel axis")
+    num_envs = config.num_envs // num_devices
+    if (num_envs * config.num_steps) % config.num_minibatches:
+        raise ValueError(f"each device's batch, {num_envs} envs x {config.num_steps} steps, must "
+                         f"split into num_minibatches={config.num_minibatches}")
+    return config.replace(num_envs=num_envs,
+                          total_timesteps=config.num_updates * num_envs * config.num_steps)
+
+
+def make_train_data_parallel(config: PPOConfig, mesh: Mesh, axis_name: str | None = None
+                             ) -> Callable[..., TrainResult]:
+    """Builds ``train(key, hparams=None) -> TrainResult`` for one run split over ``mesh``.
+
+    The environments are split over ``axis_name`` (the mesh's first axis by default), each
+    device holding ``num_envs / n`` of them; minibatches are the union of the devices' shards,
+    so the global minibatch size is ``config.minibatch_size`` as on one device. Per minibatch,
+    ``grad = pmean_devices(grad of the device's shard)``, which equals the gradient of the whole
+    minibatch because the shards have equal size. Wrap the result in ``jax.jit``.
+
+    The state starts exactly as a single-device run's (same parameters, same environments). The
+    actions and shuffles then differ (each device folds its index into the keys), so a run is a
+    different sample of the same algorithm, not a bitwise copy of the single-device run.
+
+    Returns:
+        ``train``; its ``TrainResult`` holds parameters replicated on every device, the
+        environments sharded, and metrics as on one device (``explained_variance`` is the mean of
+        the devices' values).
+    """
+    if getattr(config, "update_rule", "ppo") != "ppo":
+        raise ValueError("data parallelism supports update_rule='ppo' only")
+    axis = mesh.axis_names[0] if axis_name is None else axis_name
+    agent = make_agent(config)
+    local = make_agent(local_config(config, mesh.shape[axis]))
+
+    def run(state: TrainState, hp: Hyperparams):
+        return jax.lax.scan(lambda s, _: update_step(local, s, hp, axis_name=axis), state, None,
+                            length=config.num_updates)
+
+    def train(key: Array, hparams: Hyperparams | None = None) -> TrainResult:
+        hp = config.hyperparams() if hparams is None else hparams
+        hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hp)
+        state = init_state(agent, key, hp)
+        specs = state_specs(state, axis)
+        # check_vma=False: replication of the parameters is kept by the pmeans in update_step
+        # (and tested), not inferred by the type system.
+        state, metrics = jax.shard_map(
+            run, mesh=mesh, in_specs=(specs, PartitionSpec()),
+            out_specs=(specs, PartitionSpec()), check_vma=False)(state, hp)
+        return TrainResult(state, metrics)
+
+    return train

@@ -1,0 +1,227 @@
+"""Hyperparameter sweeps: every grid point x seed trained by one compiled program.
+
+    result = sweep(PPOConfig(), seeds=8, grid={"lr": [1e-4, 3e-4], "policy_loss": ["ppo_clip",
+                                                                                  "kl_penalty"]})
+    print(result.markdown())
+
+The grid may hold any field of :class:`~purejaxppo.config.Hyperparams` (traced into the program)
+and ``policy_loss`` (picked by a traced index with ``lax.switch``). The runs form one flat batch,
+split over the devices of a mesh (:mod:`purejaxppo.parallel`) and reshaped on return to named
+axes ``(grid keys..., "seed")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
+from purejaxppo.parallel import device_mesh, shard_runs
+from purejaxppo.train import TrainResult, as_key, make_train
+
+Array = jax.Array
+
+SWEEPABLE = (*HYPERPARAMS, "policy_loss")
+"""Grid keys one program can sweep: the traced hyperparameters and the policy loss."""
+
+FINAL_FRACTION = 0.05
+"""A run's final return is its mean ``episode_return`` over this last fraction of updates."""
+
+
+def final_return(episode_return: np.ndarray) -> np.ndarray:
+    """Mean of the last 5% (at least one) of ``episode_return [..., num_updates]``."""
+    n = episode_return.shape[-1]
+    last = max(1, math.floor(FINAL_FRACTION * n))
+    return np.mean(episode_return[..., n - last:], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class SweepResult:
+    """The runs of a sweep: ``result`` leaves are ``[*grid shape, num_seeds, ...]``."""
+
+    result: TrainResult
+    """Final states and per-update metrics, leading axes named by ``axes``."""
+    axes: tuple[str, ...]
+    """Names of the leading axes: the grid keys in order, then ``"seed"``."""
+    values: dict[str, list]
+    """The value at each index of each axis (``"seed"``: the seed numbers, or 0..S-1 for keys)."""
+    config: PPOConfig
+    """The static settings shared by every run (grid values override its hyperparameters)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Lengths of ``axes``."""
+        return tuple(len(self.values[a]) for a in self.axes)
+
+    def final_returns(self) -> np.ndarray:
+        """Final return of every run, ``[*grid shape, num_seeds]`` (see :func:`final_return`)."""
+        return final_return(to_host(self.result.metrics["episode_return"]))
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per run (tidy): each axis's value and ``final_return``, in grid order."""
+        returns = self.final_returns()
+        rows = []
+        for index in itertools.product(*(range(n) for n in self.shape)):
+            row = {a: self.values[a][i] for a, i in zip(self.axes, index, strict=True)}
+            rows.append({**row, "final_return": float(returns[index])})
+        return rows
+
+    def markdown(self) -> str:
+        """A markdown table: one row per grid point, final return over seeds (mean, std, range)."""
+        returns = self.final_returns()
+        keys = self.axes[:-1]
+        seeds = self.shape[-1]
+        header = [*keys, f"final return (mean ± std, {seeds} seeds)", "min", "max"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for index in itertools.product(*(range(n) for n in self.shape[:-1])):
+            r = returns[index]
+            cells = [_fmt(self.values[k][i]) for k, i in zip(keys, index, strict=True)]
+            cells += [f"{r.mean():.1f} ± {r.std():.1f}", f"{r.min():.1f}", f"{r.max():.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        n = self.config.num_updates
+        lines.append(f"\nFinal return: mean episode return over the last "
+                     f"{max(1, math.floor(FINAL_FRACTION * n))} of {n} updates.")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        shape = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.shape, strict=True))
+        return f"SweepResult({shape}, env={self.config.env!r})"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def to_host(x: Array) -> np.ndarray:
+    """A (possibly multi-host sharded) array as one numpy array on this host."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
+               ) -> dict[str, list]:
+    """Validates a grid: sweepable keys, non-empty lists of values each valid for ``config``.
+
+    Raises:
+        ValueError: for a key that is not sweepable in one program (naming the static fields
+            that need one program per value), an empty list, or an invalid value.
+    """
+    grid = dict(grid or {})
+    static = [f.name for f in dataclasses.fields(PPOConfig) if f.name not in SWEEPABLE]
+    checked = {}
+    for key, values in grid.items():
+        if key not in SWEEPABLE:
+            raise ValueError(
+                f"grid key {key!r} cannot be swept inside one compiled program. Sweepable: "
+                f"{', '.join(SWEEPABLE)}. Static fields ({', '.join(static)}) fix shapes or "
+                "code: run one sweep per value instead.")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
+            raise ValueError(f"grid[{key!r}] must be a list of values, got {values!r}")
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+        if not values:
+            raise ValueError(f"grid[{key!r}] is empty")
+        for v in values:
+            config.replace(**{key: v})  # PPOConfig's own validation names field, value and range
+        checked[key] = values
+    if "policy_loss" in checked and getattr(config, "update_rule", "ppo") != "ppo":
+        raise ValueError(f"policy_loss cannot be swept with update_rule={config.update_rule!r}")
+    return checked
+
+
+def seed_keys(seeds: int | Array) -> tuple[Array, list]:
+    """``(keys [S], seed labels)``: ``jax.random.key(0..S-1)`` for an int, else the keys given."""
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds} must be a positive number of seeds or a key array")
+        return jax.vmap(jax.random.key)(np.arange(int(seeds))), list(range(int(seeds)))
+    keys = as_key(seeds)
+    if keys.ndim != 1:
+        raise ValueError(f"seeds must be one key per seed, [S]; got key shape {keys.shape}")
+    return keys, list(range(keys.shape[0]))
+
+
+def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
+    """The mesh the runs are split over, or None to run them on one device.
+
+    By default every device, when they divide ``num_runs`` (else a warning, and one device).
+
+    Raises:
+        ValueError: if an explicit ``mesh`` does not divide ``num_runs``.
+    """
+    if mesh is not None:
+        if num_runs % mesh.size:
+            raise ValueError(f"{num_runs} runs (grid points x seeds) do not split evenly over "
+                             f"the {mesh.size} devices of the mesh")
+        return mesh
+    n = jax.device_count()
+    if n == 1:
+        return None
+    if num_runs % n:
+        warnings.warn(f"{num_runs} runs (grid points x seeds) do not split evenly over {n} "
+                      f"devices: running on one device. Use a multiple of {n} runs to use all.",
+                      stacklevel=3)
+        return None
+    return device_mesh()
+
+
+def sweep(config: PPOConfig, seeds: int | Array = 16,
+          grid: Mapping[str, Sequence[Any]] | None = None, mesh: Mesh | None = None
+          ) -> SweepResult:
+    """Trains every point of the cartesian ``grid`` with every seed, in one jitted program.
+
+    Args:
+        config: static settings, and the hyperparameters of keys absent from ``grid``.
+        seeds: a number of seeds (keys ``jax.random.key(0..S-1)``, as the command line's seeds)
+            or an array of keys; every grid point uses the same seeds.
+        grid: ``{name: [values]}`` with names among :data:`SWEEPABLE`.
+        mesh: devices to split the runs over (along all its axes). By default every device of
+            ``jax.devices()`` (all hosts after ``jax.distributed.initialize()``).
+
+    Returns:
+        A :class:`SweepResult` with axes ``(*grid keys, "seed")``.
+    """
+    values = check_grid(config, grid)
+    keys, seed_labels = seed_keys(seeds)
+    axes = (*values, "seed")
+    shape = tuple(len(v) for v in values.values())
+    points = list(itertools.product(*values.values()))
+    num_seeds, num_runs = len(seed_labels), len(points) * len(seed_labels)
+
+    # Flat batch, point-major: run b is point b // S with seed b % S.
+    base = config.hyperparams()
+    columns = {f: np.full(len(points), np.float32(getattr(base, f))) for f in HYPERPARAMS}
+    for k, key in enumerate(values):
+        if key in HYPERPARAMS:
+            columns[key] = np.asarray([p[k] for p in points], np.float32)
+    hparams = Hyperparams(**{f: np.repeat(c, num_seeds) for f, c in columns.items()})
+    policy_losses = loss_index = None
+    if "policy_loss" in values:
+        policy_losses = tuple(dict.fromkeys(values["policy_loss"]))
+        k = list(values).index("policy_loss")
+        loss_index = np.repeat(np.asarray([policy_losses.index(p[k]) for p in points],
+                                          np.int32), num_seeds)
+    key_data = np.asarray(jax.random.key_data(keys))
+    key_data = np.tile(key_data, (len(points),) + (1,) * (key_data.ndim - 1))
+    impl = jax.random.key_impl(keys)
+
+    train = jax.vmap(make_train(config, policy_losses))
+
+    def program(key_data: Array, hparams: Hyperparams, loss_index: Array | None) -> TrainResult:
+        return train(jax.random.wrap_key_data(key_data, impl=impl), hparams, loss_index)
+
+    use = choose_mesh(num_runs, mesh)
+    if use is not None:
+        program = shard_runs(program, use)
+    result = jax.jit(program)(key_data, hparams, loss_index)
+    result = jax.tree.map(lambda x: x.reshape(*shape, num_seeds, *x.shape[1:]), result)
+    return SweepResult(result, axes, {**values, "seed": seed_labels}, config)
