@@ -1,0 +1,172 @@
+"""Several devices: sharded sweeps equal unsharded ones; data parallelism is exact per gradient.
+
+XLA's device count is fixed when jax starts, so each check runs a small script in a fresh Python
+with ``--xla_force_host_platform_device_count=4`` (and a timeout, so that a hang fails the test).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+DEVICES = 4
+TIMEOUT_S = 300
+
+PRELUDE = f"""
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={DEVICES}"
+import warnings
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+from purejaxppo import PPOConfig, make_train_data_parallel, sweep
+assert jax.device_count() == {DEVICES}, jax.devices()
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+def replicated(x):
+    shards = [np.asarray(s.data) for s in x.addressable_shards]
+    return len(shards) == {DEVICES} and all(np.array_equal(shards[0], s) for s in shards)
+"""
+
+
+def run_script(body: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_sharded_sweep_equals_unsharded_sweep_and_vmapped_init_does_not_deadlock():
+    out = run_script("""
+        # Regression: a vmapped orthogonal init (batched QR) deadlocked XLA:CPU's thread pool on
+        # 2 cores, for 256 seeds on one device and for 2 seeds per device under jit shardings.
+        from jax.sharding import NamedSharding
+        from purejaxppo import make_init
+        init = make_init(PPOConfig())
+        keys = jax.random.split(jax.random.key(0), 256)
+        states = jax.block_until_ready(jax.jit(jax.vmap(init))(keys))
+        single = jax.jit(init)(keys[255])
+        for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(states.params)):
+            np.testing.assert_array_equal(a, b[255])
+        sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("d",)), P("d"))
+        sharded = jax.jit(jax.vmap(init), in_shardings=sharding, out_shardings=sharding)
+        jax.block_until_ready(sharded(jax.device_put(keys[:8], sharding)))
+
+        # 16 runs, 4 per device.
+        config = PPOConfig(total_timesteps=1024, num_envs=4, num_steps=64, update_epochs=2,
+                           num_minibatches=2)
+        grid = {"clip_eps": [0.1, 0.2], "ent_coef": [0.0, 0.01]}
+        keys = jax.random.split(jax.random.key(7), 4)
+        sharded = sweep(config, seeds=keys, grid=grid)
+        assert len(sharded.result.metrics["episode_return"].sharding.device_set) == 4
+        one = sweep(config, seeds=keys, grid=grid, mesh=Mesh(np.asarray(jax.devices()[:1]), ("b",)))
+        assert_trees_close((sharded.result.params, sharded.result.metrics),
+                           (one.result.params, one.result.metrics))
+        np.testing.assert_allclose(sharded.final_returns(), one.final_returns(), rtol=1e-5)
+
+        try:
+            sweep(config, seeds=3, mesh=Mesh(np.asarray(jax.devices()), ("b",)))
+        except ValueError as e:
+            assert "do not split evenly over the 4 devices" in str(e), e
+        else:
+            raise AssertionError("expected a ValueError for 3 runs on 4 devices")
+        from purejaxppo.sweeps import choose_mesh
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert choose_mesh(6, None) is None
+        assert "running on one device" in str(caught[0].message)
+        assert choose_mesh(8, None).size == 4
+        print("OK")
+    """)
+    assert "OK" in out
+
+
+def test_data_parallel_gradient_equals_single_device_gradient_and_training_stays_replicated():
+    out = run_script("""
+        import functools
+        from purejaxppo import normalize as norm
+        from purejaxppo.networks import init_params
+        from purejaxppo.train import make_agent
+        from purejaxppo.update import Batch, loss_fn, make_optimizer, sgd_epochs
+
+        mesh = Mesh(np.asarray(jax.devices()), ("data",))
+        shard = lambda f, i, o: jax.jit(jax.shard_map(f, mesh=mesh, in_specs=i, out_specs=o,
+                                                      check_vma=False))
+
+        # A fixed batch of 64 transitions with advantages far from normalised, so that the
+        # cross-device advantage statistics matter.
+        config = PPOConfig(total_timesteps=512, num_envs=8, num_steps=8, num_minibatches=1,
+                           update_epochs=1)
+        agent = make_agent(config)
+        params = init_params(jax.random.key(0), agent.actor, agent.critic, agent.spec.obs_size)
+        k = jax.random.split(jax.random.key(1), 6)
+        n = config.batch_size
+        obs = jax.random.normal(k[0], (n, agent.spec.obs_size))
+        action = jax.random.randint(k[1], (n,), 0, agent.spec.action_size)
+        log_prob = (agent.actor.apply(params["actor"], obs).log_prob(action)
+                    + 0.3 * jax.random.normal(k[2], (n,)))
+        batch = Batch(obs, action, log_prob, jax.random.normal(k[3], (n,)),
+                      3.0 + 2.0 * jax.random.normal(k[4], (n,)), jax.random.normal(k[5], (n,)))
+        hp, beta = config.hyperparams(), jnp.asarray(0.5)
+
+        for loss in ("ppo_clip", "kl_penalty"):
+            cfg = config.replace(policy_loss=loss)
+            grad = jax.grad(loss_fn, has_aux=True)
+            full, _ = jax.jit(lambda p, b: grad(p, b, agent.actor, agent.critic, cfg, hp, beta))(
+                params, batch)
+            def per_device(p, b):
+                g, _ = grad(p, b, agent.actor, agent.critic, cfg, hp, beta, axis_name="data")
+                return jax.lax.pmean(g, "data")
+            parallel = shard(per_device, (P(), P("data")), P())(params, batch)
+            assert_trees_close(full, parallel, rtol=1e-5, atol=1e-7)
+
+        # One SGD step on the whole batch (one minibatch), through sgd_epochs' own pmean.
+        def sgd_step(p, b, cfg, axis_name):
+            objective = functools.partial(loss_fn, axis_name=axis_name)
+            opt_state = make_optimizer(hp.max_grad_norm).init(p)
+            return sgd_epochs(p, opt_state, b, jax.random.key(2), hp.lr, agent.actor,
+                              agent.critic, cfg, hp, beta, objective, axis_name)[0]
+        one = jax.jit(lambda p, b: sgd_step(p, b, config, None))(params, batch)
+        local = config.replace(num_envs=config.num_envs // 4, total_timesteps=16)
+        four = shard(lambda p, b: sgd_step(p, b, local, "data"), (P(), P("data")), P())(
+            params, batch)
+        assert_trees_close(one, four, rtol=1e-5, atol=1e-7)
+
+        # Running statistics merged across devices equal those of the whole batch.
+        stats = norm.RunningStats(jnp.ones(3), 2.0 * jnp.ones(3), jnp.asarray(10.0))
+        x = jax.random.normal(k[0], (16, 3)) * 3.0 + 1.0
+        merged = shard(lambda s, b: norm.update_stats(s, b, "data"), (P(), P("data")), P())(
+            stats, x)
+        assert_trees_close(norm.update_stats(stats, x), merged, rtol=1e-5, atol=1e-6)
+
+        # A whole data-parallel run: parameters and normalisation statistics stay replicated.
+        config = PPOConfig(total_timesteps=1024, num_envs=8, num_steps=32, update_epochs=2,
+                           num_minibatches=2, normalize_obs=True, normalize_reward=True)
+        result = jax.jit(make_train_data_parallel(config, mesh))(jax.random.key(0))
+        for leaf in jax.tree.leaves((result.params, result.state.env.normalizer.obs,
+                                     result.state.env.normalizer.ret, result.metrics)):
+            assert replicated(leaf)
+        assert result.state.env.obs.sharding.spec == P("data")
+        for name, value in result.metrics.items():
+            assert value.shape == (config.num_updates,), name
+            assert bool(jnp.all(jnp.isfinite(value))), name
+        np.testing.assert_array_equal(result.metrics["env_steps"],
+                                      np.arange(1, config.num_updates + 1) * config.batch_size)
+        try:
+            make_train_data_parallel(config.replace(num_envs=6), mesh)
+        except ValueError as e:
+            assert "num_envs=6" in str(e), e
+        else:
+            raise AssertionError("expected a ValueError for 6 envs on 4 devices")
+        print("OK")
+    """)
+    assert "OK" in out
+
