@@ -15,7 +15,8 @@ on the rollout's batch, solved as in the TRPO paper (appendix C):
    within ``max_kl`` and whose surrogate improved is taken; if none is, the policy is kept.
 
 The actor parameters are handled as one flat vector (``jax.flatten_util.ravel_pytree``). The
-critic is trained by the same Adam minibatch epochs as PPO's, on the value loss alone. Everything
+critic is trained by the same Adam minibatch epochs as PPO's, on the value loss alone. As in the
+paper there is no entropy bonus (``ent_coef`` is unused) and ``policy_loss`` is ignored. Everything
 is ``lax`` control flow, so a TRPO update jits and vmaps over seeds like a PPO one.
 
 References:
