@@ -27,7 +27,7 @@ class Categorical(NamedTuple):
     @staticmethod
     def noise(key: Array, shape: tuple[int, ...], num_actions: int) -> Array:
         """Gumbel noise for ``shape`` samples."""
-        return jax.random.gumbel(key, (*shape, num_actions))
+        return jax.random.gumbel(key, (*shape, num_actions), jnp.float32)
 
     def sample(self, noise: Array) -> Array:
         """Gumbel-max: ``argmax(logits + g)`` with ``g ~ Gumbel(0, 1)`` is a sample of ``pi``."""
@@ -67,7 +67,7 @@ class DiagGaussian(NamedTuple):
     @staticmethod
     def noise(key: Array, shape: tuple[int, ...], action_size: int) -> Array:
         """Standard normal noise for ``shape`` samples."""
-        return jax.random.normal(key, (*shape, action_size))
+        return jax.random.normal(key, (*shape, action_size), jnp.float32)
 
     def sample(self, noise: Array) -> Array:
         """``mean + exp(log_std) * noise``: unclipped; the env wrapper clips to the bounds."""
