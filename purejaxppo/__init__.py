@@ -4,9 +4,11 @@ Public API::
 
     from purejaxppo import PPOConfig, make_train, losses
     from purejaxppo import sweep, make_train_data_parallel   # many runs / many devices
+    from purejaxppo import gradient_agreement                # do the losses' gradients agree?
 """
 
 from purejaxppo import losses
+from purejaxppo.analysis import GradientAgreement, gradient_agreement
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.evaluate import Loaded, load, policy
 from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "POLICY_LOSSES",
+    "GradientAgreement",
     "Hyperparams",
     "Loaded",
     "PPOConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "get_policy_loss",
+    "gradient_agreement",
     "load",
     "losses",
     "make_init",
