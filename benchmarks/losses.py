@@ -4,26 +4,20 @@
     python benchmarks/losses.py --envs Breakout-MinAtar --seeds 2 --timesteps-scale 0.2
     python benchmarks/losses.py --envs Acrobot-v1 --rules trpo ppo_clip
 
-Each (environment, rule) trains the environment's preset (``purejaxppo/presets.json``) with that
-policy loss, or with ``update_rule="trpo"`` (plus the TRPO settings below), at a fixed budget;
-all seeds run as one compiled program (``jax.vmap`` over keys). The final return of a seed is its
-mean ``episode_return`` over the last 5% of updates, as in ``benchmarks/learning.py``. Results
-accumulate in ``benchmarks/results/losses.{json,md,png}`` (a rerun replaces its own rows).
-
-Each run is a subprocess under a watchdog: jaxlib 0.10.2's CPU runtime occasionally hangs in
-execution with every thread idle (seen here and in benchmarks/NOTES.md), so a run whose CPU time
-stops advancing for ``--stall-s`` seconds is killed and started again (same seeds, same result).
+Each environment trains its preset (``purejaxppo/presets.json``) at a fixed budget. The policy
+losses are one :func:`purejaxppo.sweeps.sweep` over ``policy_loss`` (every loss x seed in one
+compiled program, the loss picked by a traced index); TRPO (``update_rule="trpo"``, plus the
+settings below) is a second program. The final return of a seed is its mean ``episode_return``
+over the last 5% of updates, as in ``benchmarks/learning.py``. Results accumulate in
+``benchmarks/results/losses.{json,md,png}`` (a rerun replaces its own rows).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -33,9 +27,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from purejaxppo import POLICY_LOSSES, PPOConfig, make_train  # noqa: E402
-from purejaxppo.outputs import final_returns  # noqa: E402
+from purejaxppo import POLICY_LOSSES, PPOConfig  # noqa: E402
 from purejaxppo.presets import get_preset  # noqa: E402
+from purejaxppo.sweeps import final_return, sweep  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "losses"
@@ -78,77 +72,45 @@ def make_config(env: str, rule: str, total_timesteps: int) -> PPOConfig:
     return config.replace(total_timesteps=steps)
 
 
-def run(env: str, rule: str, seeds: int, total_timesteps: int) -> dict:
-    config = make_config(env, rule, total_timesteps)
-    keys = jax.random.split(jax.random.key(0), seeds)
+def run(env: str, rules: list[str], seeds: int, total_timesteps: int) -> list[dict]:
+    """One compiled program: a sweep over the policy losses in ``rules``, or TRPO alone."""
+    config = make_config(env, rules[0], total_timesteps)
+    grid = None if rules == ["trpo"] else {"policy_loss": rules}
     start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
-    returns = np.asarray(result.metrics["episode_return"])
-    final = final_returns(returns)
-    row = {
-        "env": env,
-        "rule": rule,
-        "total_timesteps": config.total_timesteps,
-        "seeds": seeds,
-        "final_return_mean": float(final.mean()),
-        "final_return_std": float(final.std()),
-        "final_return_per_seed": final.round(2).tolist(),
-        "last_update_return_mean": float(returns[:, -1].mean()),
-        "nonfinite_seeds": int(np.any(np.asarray(result.metrics.get("nonfinite", 0)), axis=-1)
-                               .sum()),
-        "compile_s": round(compile_s, 1),
-        "run_s": round(run_s, 1),
-        "env_steps": np.asarray(result.metrics["env_steps"][0]).tolist(),
-        "curve_mean": returns.mean(axis=0).round(2).tolist(),
-        "config": config.to_dict(),
-    }
-    if rule == "trpo":
-        steps = np.asarray(result.metrics["trpo_line_search_steps"])
-        row["trpo_rejected_fraction"] = float((steps == config.line_search_steps).mean())
-        row["trpo_kl_max"] = float(np.asarray(result.metrics["trpo_kl"]).max())
-    print(f"{env:18s} {rule:17s} {final.mean():9.1f} +- {final.std():6.1f}  ({seeds} seeds, "
-          f"{config.total_timesteps:,} steps, compile {compile_s:.0f}s, run {run_s:.0f}s)",
+    result = sweep(config, seeds, grid)
+    metrics = jax.tree.map(np.asarray, result.result.metrics)
+    seconds = time.perf_counter() - start
+    rows = []
+    for i, rule in enumerate(rules):
+        m = metrics if grid is None else jax.tree.map(lambda x, i=i: x[i], metrics)
+        returns = m["episode_return"]  # [seeds, updates]
+        final = final_return(returns)
+        row = {
+            "env": env,
+            "rule": rule,
+            "total_timesteps": config.total_timesteps,
+            "seeds": seeds,
+            "final_return_mean": float(final.mean()),
+            "final_return_std": float(final.std()),
+            "final_return_per_seed": final.round(2).tolist(),
+            "last_update_return_mean": float(returns[:, -1].mean()),
+            "nonfinite_seeds": int(np.any(m["nonfinite"], axis=-1).sum()),
+            "program": f"{len(rules)} x {seeds} runs",
+            "program_s": round(seconds, 1),
+            "env_steps": m["env_steps"][0].tolist(),
+            "curve_mean": returns.mean(axis=0).round(2).tolist(),
+            "config": config.replace(policy_loss=rule).to_dict() if grid else config.to_dict(),
+        }
+        if rule == "trpo":
+            steps = m["trpo_line_search_steps"]
+            row["trpo_rejected_fraction"] = float((steps == config.line_search_steps).mean())
+            row["trpo_kl_max"] = float(m["trpo_kl"].max())
+        print(f"{env:18s} {rule:17s} {final.mean():9.1f} +- {final.std():6.1f}  ({seeds} seeds, "
+              f"{config.total_timesteps:,} steps)", flush=True)
+        rows.append(row)
+    print(f"  ({len(rules)} x {seeds} runs in one program: {seconds:.0f} s with compilation)",
           flush=True)
-    return row
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from ``/proc`` (Linux)."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_watched(env: str, rule: str, seeds: int, total_timesteps: int, stall_s: float,
-                attempts: int = 3) -> dict:
-    """:func:`run` in a subprocess, restarted when its CPU time stalls for ``stall_s``."""
-    for attempt in range(1, attempts + 1):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = pathlib.Path(tmp) / "row.json"
-            proc = subprocess.Popen([sys.executable, __file__, "--worker", env, rule, str(seeds),
-                                     str(total_timesteps), str(out)])
-            cpu, changed = -1.0, time.monotonic()
-            while proc.poll() is None:
-                time.sleep(2.0)
-                try:
-                    now = cpu_seconds(proc.pid)
-                except (OSError, IndexError, ValueError):
-                    continue  # exited meanwhile, or no /proc: no watchdog
-                if now != cpu:
-                    cpu, changed = now, time.monotonic()
-                elif time.monotonic() - changed > stall_s:
-                    proc.kill()
-                    proc.wait()
-                    print(f"{env} {rule}: no progress for {stall_s:.0f}s (XLA hang), restarting "
-                          f"(attempt {attempt} of {attempts})", flush=True)
-            if proc.returncode == 0 and out.exists():
-                return json.loads(out.read_text())
-            if proc.returncode not in (0, -9):
-                raise RuntimeError(f"{env} {rule}: the run failed (exit code {proc.returncode})")
-    raise RuntimeError(f"{env} {rule}: hung {attempts} times")
+    return rows
 
 
 def label(row: dict) -> str:
@@ -163,8 +125,9 @@ def label(row: dict) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = ["Final return: mean +- std over seeds of each seed's mean episode return in the last "
              "5% of updates. Each environment uses its preset (purejaxppo/presets.json); budgets "
-             "below the standard ones (benchmarks/learning.py) are marked.", "",
-             "| env | rule | steps | seeds | final return (mean +- std) | run s |",
+             "below the standard ones (benchmarks/learning.py) are marked. The policy losses of "
+             "an environment are one compiled program (a sweep over policy_loss); TRPO is another.",
+             "", "| env | rule | steps | seeds | final return (mean +- std) | program (s) |",
              "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (list(BUDGETS).index(r["env"]), RULES.index(r["rule"]))):
         standard, default_seeds = BUDGETS[r["env"]]
@@ -174,7 +137,7 @@ def markdown(rows: list[dict]) -> str:
         seeds = f"{r['seeds']}" + (" (reduced)" if r["seeds"] < default_seeds else "")
         lines.append(f"| {r['env']} | {label(r)} | {steps} | {seeds} | "
                      f"{r['final_return_mean']:.1f} +- {r['final_return_std']:.1f} | "
-                     f"{r['run_s']:.0f} |")
+                     f"{r['program']}: {r['program_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -188,8 +151,8 @@ def plot(path: pathlib.Path, rows: list[dict]) -> None:
         ax.set_title(env, fontsize=10)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
     axes[0][0].set_ylabel("episode return (mean over seeds)")
-    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -203,34 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="override the seed count")
     parser.add_argument("--timesteps-scale", type=float, default=1.0,
                         help="multiply every budget (e.g. 0.2 for a quick look)")
-    parser.add_argument("--stall-s", type=float, default=120.0,
-                        help="restart a run whose CPU time has not advanced for this long")
-    parser.add_argument("--worker", nargs=5, metavar=("ENV", "RULE", "SEEDS", "STEPS", "OUT"),
-                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:  # one run, in the subprocess started by run_watched
-        env, rule, seeds, steps, path = args.worker
-        row = run(env, rule, int(seeds), int(steps))
-        pathlib.Path(path).write_text(json.dumps(row))
-        return 0
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{NAME}.json"
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    merged = {(r["env"], r["rule"]): r for r in previous.get("rows", [])}
+    losses = [r for r in args.rules if r != "trpo"]
+    groups = [g for g in (losses, ["trpo"] if "trpo" in args.rules else []) if g]
     for env in args.envs:
         budget, default_seeds = BUDGETS[env]
-        for rule in args.rules:
-            row = run_watched(env, rule, args.seeds or default_seeds,
-                              int(budget * args.timesteps_scale), args.stall_s)
-            merged[(env, rule)] = row
-            # Write after every run: a long benchmark keeps what it has if interrupted.
+        for group in groups:
+            rows = run(env, group, args.seeds or default_seeds, int(budget * args.timesteps_scale))
+            # Merge into the file as it is now (another run may have written meanwhile), after
+            # every program: a long benchmark keeps what it has if interrupted.
+            previous = json.loads(out.read_text()) if out.exists() else {}
+            merged = {(r["env"], r["rule"]): r for r in previous.get("rows", [])}
+            merged.update({(r["env"], r["rule"]): r for r in rows})
             payload = {"device": str(jax.devices()[0]), "jax": jax.__version__,
                        "rows": list(merged.values())}
             out.write_text(json.dumps(payload, indent=1) + "\n")
             (RESULTS / f"{NAME}.md").write_text(markdown(payload["rows"]))
             plot(RESULTS / f"{NAME}.png", payload["rows"])
-    print(markdown(list(merged.values())))
+    if out.exists():
+        print(markdown(json.loads(out.read_text())["rows"]))
     return 0
 
 
