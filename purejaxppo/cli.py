@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -157,11 +158,17 @@ def _usage() -> str:
 
 
 def _setup_jax() -> None:
+    import jax
+
+    from purejaxppo.parallel import use_cpu_cores
+
     # Reuse compiled programs across runs (a program with a progress callback is not cached).
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        import jax
-
         jax.config.update("jax_compilation_cache_dir", str(DEFAULT_CACHE))
+    # One CPU device per core, so that seeds split over the cores (a no-op for GPUs). Skipped
+    # when JAX already runs (main() called from a program that used JAX) or XLA_FLAGS chose.
+    with contextlib.suppress(RuntimeError):
+        use_cpu_cores()
 
 
 def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:

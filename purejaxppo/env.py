@@ -12,10 +12,11 @@ import dataclasses
 import difflib
 from typing import Any
 
-import gymnax
 import jax
 import jax.numpy as jnp
-from gymnax.environments import spaces
+
+# gymnax is imported where it is used: importing it runs JAX code (which fixes JAX's devices
+# before purejaxppo.parallel.use_cpu_cores could set them) and loads its plotting libraries.
 
 Array = jax.Array
 
@@ -43,6 +44,8 @@ class EnvSpec:
 
 
 def _unknown_env_message(env_id: str) -> str:
+    import gymnax
+
     close = difflib.get_close_matches(env_id, gymnax.registered_envs, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return (f"unknown environment {env_id!r}.{hint} Available gymnax environments: "
@@ -59,6 +62,9 @@ def make_env(env_id: str) -> EnvSpec:
     if env_id in NEEDS_DOWNLOAD:
         raise ValueError(f"environment {env_id!r} is not supported: it {NEEDS_DOWNLOAD[env_id]}; "
                          "pick one that needs no download")
+    import gymnax
+    from gymnax.environments import spaces
+
     if env_id not in gymnax.registered_envs:
         raise ValueError(_unknown_env_message(env_id))
     env, params = gymnax.make(env_id)
@@ -113,7 +119,9 @@ def _select(done: Array, reset: Any, stepped: Any) -> Any:
 
 def own_autoreset(spec: EnvSpec) -> bool:
     """True when the env uses gymnax's generic ``step`` (so its auto-reset can be done here)."""
-    return type(spec.env).step is gymnax.environments.environment.Environment.step
+    from gymnax.environments.environment import Environment
+
+    return type(spec.env).step is Environment.step
 
 
 def step(spec: EnvSpec, keys: Array, state: Any, actions: Array,

@@ -3,8 +3,11 @@
 The program is ``jax.vmap(init)`` over seeds, then a ``lax.scan`` whose body is
 ``jax.vmap(update)`` followed, outside the vmap, by an optional progress callback fired every
 ``k`` updates through ``lax.cond`` (one host sync per ``k`` updates, with the seed-mean return).
-With ``checkpoint_every = N`` the scan runs in chunks of ``N`` updates (one compiled program,
-reused) and the state is saved between chunks; chunks back to back equal one scan bit for bit.
+With several devices (a GPU per device, or :func:`purejaxppo.parallel.use_cpu_cores` on a CPU
+host) the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding`; ``jax.jit``
+partitions the program along the seed axis. With ``checkpoint_every = N`` the scan runs in
+chunks of ``N`` updates (one compiled program, reused) and the state is saved between chunks;
+chunks back to back equal one scan bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from purejaxppo import checkpoint, outputs
 from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.parallel import seed_sharding
 from purejaxppo.presets import RunOptions, SettingsError, settings_dict, split_settings
 from purejaxppo.progress import ProgressBar, report_every
 from purejaxppo.train import TrainState, make_init, make_update
@@ -111,6 +115,9 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
                                              "earlier one")
     else:
         state = jax.jit(make_seeds_init(config))(seed_keys(options), config.hyperparams())
+    sharding = seed_sharding(options.num_seeds)
+    if sharding is not None:
+        state = jax.device_put(state, sharding)
     jax.block_until_ready(state)
     return Start(state, history, time.perf_counter() - t0)
 
@@ -213,10 +220,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def device_description() -> str:
-    """E.g. ``"cpu (1 x cpu)"`` or ``"gpu (1 x NVIDIA H100 80GB HBM3)"``."""
+def device_description(num_seeds: int = 1) -> str:
+    """E.g. ``"cpu (2 x cpu, seeds split over 2)"`` or ``"gpu (1 x NVIDIA H100 80GB HBM3)"``."""
     devices = jax.devices()
-    return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind})"
+    sharding = seed_sharding(num_seeds)
+    split = f", seeds split over {sharding.mesh.size}" if sharding is not None else ""
+    return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind}{split})"
 
 
 def first_nonfinite(state: TrainState, options: RunOptions) -> dict[str, int] | None:
@@ -256,7 +265,7 @@ def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
         "resumed_from_update": outcome.start_update or None,
         "first_nonfinite_update": first_nonfinite(outcome.state, options),
         "versions": versions(),
-        "device": device_description(),
+        "device": device_description(options.num_seeds),
     }
 
 

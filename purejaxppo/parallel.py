@@ -6,6 +6,9 @@ multi-host. Nothing here uses ``pmap``.
 
 * :func:`shard_runs` splits a batch of independent runs (seeds, sweep points) over the devices.
   Each device trains its slice with ``vmap``; there is no communication.
+* :func:`use_cpu_cores` makes every core of a CPU host a JAX device (JAX shows one CPU device
+  by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
+  sweep or of the command line's seeds spread over the cores.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices. Each
   device steps its environments and computes gradients on its shard of every minibatch; gradients,
   advantage and observation/reward normalisation statistics, episode counts and diagnostics are
@@ -14,19 +17,73 @@ multi-host. Nothing here uses ``pmap``.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.rollout import EnvCarry
 from purejaxppo.train import TrainResult, TrainState, init_state, make_agent, update_step
 
 Array = jax.Array
+
+
+def use_cpu_cores(count: int | None = None) -> int:
+    """Makes ``count`` CPU devices (default: the cores this process may use); returns the count.
+
+    JAX's CPU backend shows one device, and XLA:CPU runs a PPO program of small matrices on
+    about one core whatever the batch, so on a CPU host independent runs (seeds, sweep points)
+    are faster split over one device per core: :func:`purejaxppo.sweeps.sweep` and the command
+    line do that whenever there are several devices (CartPole-v1, 16 seeds on a 2-core
+    CPU: 178k -> 287k env steps/s; ``benchmarks/NOTES.md``). It sets
+    ``jax_num_cpu_devices``, which must happen before JAX runs anything; call it right after
+    ``import jax``. It does nothing to GPUs and TPUs, which are the devices whenever present.
+
+    Raises:
+        RuntimeError: if JAX has already run something (the CPU devices are fixed by then), or
+            ``XLA_FLAGS`` already sets ``--xla_force_host_platform_device_count`` to another count.
+    """
+    if count is None:
+        count = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    elif count < 1:
+        raise ValueError(f"count={count} is invalid: the number of CPU devices must be >= 1")
+    forced = re.search(r"--xla_force_host_platform_device_count=(\d+)",
+                       os.environ.get("XLA_FLAGS", ""))
+    if forced:
+        if int(forced.group(1)) != count:
+            raise RuntimeError(f"XLA_FLAGS sets --xla_force_host_platform_device_count="
+                               f"{forced.group(1)}; remove it to use {count} CPU devices")
+        return count
+    if jax.config.jax_num_cpu_devices == count:
+        return count
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as e:
+        raise RuntimeError(f"use_cpu_cores({count}) must run before JAX runs anything (right "
+                           f"after `import jax`): the CPU devices are already fixed ({e})") from None
+    return count
+
+
+def seed_sharding(num_runs: int) -> NamedSharding | None:
+    """How to split a leading axis of ``num_runs`` independent runs over the devices.
+
+    Uses the largest number of devices that divides ``num_runs`` (a one-axis mesh named
+    ``"seed"``); None when that is one device. ``jax.jit`` partitions a ``vmap`` over the runs
+    along that axis by itself: each device computes its runs, with no communication except for
+    values reduced over runs (a progress bar's mean return).
+    """
+    devices = jax.devices()
+    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
+    if n == 1:
+        return None
+    return NamedSharding(Mesh(np.asarray(devices[:n]), ("seed",)), PartitionSpec("seed"))
 
 
 def device_mesh(axis_name: str = "batch") -> Mesh:

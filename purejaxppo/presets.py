@@ -38,7 +38,7 @@ class RunOptions:
     seed: int = 0
     """Seed of the first run; seed i of ``num_seeds`` uses ``jax.random.key(seed + i)``."""
     num_seeds: int = 1
-    """Independent seeds trained at once (one vmapped program)."""
+    """Independent seeds trained at once (one vmapped program, split over the devices)."""
     checkpoint_every: int = 0
     """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end."""
 
