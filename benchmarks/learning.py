@@ -4,7 +4,8 @@
     python benchmarks/learning.py --envs CartPole-v1 --seeds 16
 
 Each environment trains with its preset (``purejaxppo/presets.json``) at the budget below, all
-seeds in one compiled program. The final return of a seed is its mean ``episode_return`` over the
+seeds in one compiled program, split over one CPU device per core (``use_cpu_cores``) or over the
+GPUs. The final return of a seed is its mean ``episode_return`` over the
 last 5% of updates. Writes ``benchmarks/results/learning.{json,md}``.
 """
 
@@ -19,9 +20,12 @@ import time
 import jax
 import numpy as np
 
-from purejaxppo import PPOConfig, make_train
-from purejaxppo.outputs import final_returns
-from purejaxppo.presets import get_preset
+from purejaxppo.parallel import seed_sharding, use_cpu_cores
+
+use_cpu_cores()  # before JAX runs anything: the seeds split over the cores
+from purejaxppo import PPOConfig, make_train  # noqa: E402
+from purejaxppo.outputs import final_returns  # noqa: E402
+from purejaxppo.presets import get_preset  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -41,6 +45,9 @@ def run(env: str, seeds: int | None) -> dict:
     # Whole rollouts only: round the budget down to a multiple of the batch.
     config = base.replace(total_timesteps=total // base.batch_size * base.batch_size)
     keys = jax.random.split(jax.random.key(0), seeds)
+    sharding = seed_sharding(seeds)
+    if sharding is not None:  # jit partitions the vmap over the seed axis
+        keys = jax.device_put(keys, sharding)
     start = time.perf_counter()
     compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
     compile_s = time.perf_counter() - start
@@ -53,6 +60,7 @@ def run(env: str, seeds: int | None) -> dict:
         "env": env,
         "total_timesteps": config.total_timesteps,
         "seeds": seeds,
+        "devices": 1 if sharding is None else sharding.mesh.size,
         "final_return_mean": float(final.mean()),
         "final_return_std": float(final.std()),
         "last_update_return_mean": float(returns[:, -1].mean()),

@@ -28,8 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from purejaxppo import POLICY_LOSSES, PPOConfig  # noqa: E402
+from purejaxppo.parallel import use_cpu_cores  # noqa: E402
 from purejaxppo.presets import get_preset  # noqa: E402
 from purejaxppo.sweeps import final_return, sweep  # noqa: E402
+
+use_cpu_cores()  # before JAX runs anything: the sweep's runs split over the cores
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "losses"

@@ -37,6 +37,8 @@ class Setting:
     overrides: dict
     total_timesteps: int
     quick_timesteps: int
+    all_cores: bool = False
+    """One CPU device per core (``use_cpu_cores``), the seeds split over them as the CLI does."""
 
 
 def settings() -> list[Setting]:
@@ -44,7 +46,9 @@ def settings() -> list[Setting]:
     return [
         Setting("cartpole 4 envs x 1 seed", cp, 1, {}, 499_712, 131_072),
         Setting("cartpole 4 envs x 16 seeds", cp, 16, {}, 499_712, 65_536),
+        Setting("cartpole 4 envs x 16 seeds, all cores", cp, 16, {}, 499_712, 65_536, True),
         Setting("cartpole 4 envs x 64 seeds", cp, 64, {}, 249_856, 32_768),
+        Setting("cartpole 4 envs x 64 seeds, all cores", cp, 64, {}, 249_856, 32_768, True),
         Setting("cartpole 64 envs x 1 seed", cp, 1, {"num_envs": 64}, 1_048_576, 262_144),
         Setting("cartpole 1024 envs x 1 seed", cp, 1, {"num_envs": 1024}, 2_097_152, 524_288),
         Setting("breakout-minatar preset x 1 seed", "Breakout-MinAtar", 1, {}, 327_680, 65_536),
@@ -87,6 +91,10 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     """Runs one setting in this process and returns its measurements."""
     import jax
 
+    from purejaxppo.parallel import seed_sharding, use_cpu_cores
+
+    if setting.all_cores:
+        use_cpu_cores()  # before JAX runs anything
     from purejaxppo import PPOConfig, make_train
     from purejaxppo.env import make_env
     from purejaxppo.presets import get_preset
@@ -98,6 +106,9 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     keys = jax.random.split(jax.random.key(0), setting.seeds)
     fn = jax.vmap(make_train(config)) if setting.seeds > 1 else make_train(config)
     args = keys if setting.seeds > 1 else keys[0]
+    sharding = seed_sharding(setting.seeds) if setting.all_cores else None
+    if sharding is not None:  # jit partitions the vmap over the seed axis
+        args = jax.device_put(keys, sharding)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(args).compile()
@@ -113,6 +124,7 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     returns = jax.numpy.asarray(result.metrics["episode_return"])
     return {
         "setting": setting.name, "env": config.env, "seeds": setting.seeds,
+        "devices": 1 if sharding is None else sharding.mesh.size,
         "num_envs": config.num_envs, "num_steps": config.num_steps,
         "total_timesteps_per_seed": config.num_updates * config.batch_size,
         "compile_s": round(compile_s, 3), "run_s": round(run_s, 4),
@@ -142,7 +154,9 @@ def load_peers():
 
 
 def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
-    lines = [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA).", "",
+    lines = [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA, "
+             "one CPU device, which uses every core for a matmul this large). 'all cores': one "
+             "CPU device per core, the seeds split over them.", "",
              "| setting | compile s | run s | env steps/s | peak RSS MB | GFLOP/s | of peak |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -153,18 +167,25 @@ def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
                      f"{r['steps_per_s'] / 1e3:,.0f}k | {r['peak_rss_mb']:.0f} | "
                      f"{r['flop_per_s'] / 1e9:.1f} | {r['flop_per_s'] / peak:.1%} |")
     if peers:
-        ours = next((r for r in rows if r.get("setting") == "cartpole 4 envs x 1 seed"), None)
-        ours16 = next((r for r in rows if r.get("setting") == "cartpole 4 envs x 16 seeds"), None)
-        lines += ["", "Peers, same invocation, CartPole-v1, same settings:", "",
-                  "| implementation | seeds | env steps/s | ours / theirs |", "|---|---|---|---|"]
+        def ours(name: str) -> dict | None:
+            row = next((r for r in rows if r.get("setting") == name), None)
+            return row if row and "error" not in row else None
+
+        lines += ["", "Peers, same invocation, CartPole-v1, same settings. Ratios: ours on one "
+                  "device / theirs, and ours with the seeds split over every core / theirs:", "",
+                  "| implementation | seeds | env steps/s | ours / theirs | ours, all cores / theirs |",
+                  "|---|---|---|---|---|"]
         for p in peers:
+            seeds = p.get("num_seeds", 1)
             if p.get("error"):
-                lines.append(f"| {p.get('peer')} | {p.get('num_seeds', 1)} | error: {p['error']} | |")
+                lines.append(f"| {p.get('peer')} | {seeds} | error: {p['error']} | | |")
                 continue
-            mine = ours16 if p.get("num_seeds", 1) > 1 else ours
-            ratio = (mine["steps_per_s"] / p["steps_per_s"]) if mine and "error" not in mine else None
-            lines.append(f"| {p['peer']} | {p.get('num_seeds', 1)} | {p['steps_per_s'] / 1e3:,.1f}k | "
-                         f"{'' if ratio is None else f'{ratio:.2f}x'} |")
+            name = f"cartpole 4 envs x {seeds} seed{'s' if seeds > 1 else ''}"
+            ratios = []
+            for mine in (ours(name), ours(f"{name}, all cores")):
+                ratios.append(f"{mine['steps_per_s'] / p['steps_per_s']:.2f}x" if mine else "-")
+            lines.append(f"| {p['peer']} | {seeds} | {p['steps_per_s'] / 1e3:,.1f}k | "
+                         f"{ratios[0]} | {ratios[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -193,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_peers:
         total = 131_072 if args.quick else 499_712
         run_peers = load_peers().run_peers
-        peers = run_peers(total, ["sb3", "rejax"], 1) + run_peers(total, ["rejax"], 16)
+        peers = (run_peers(total, ["sb3", "rejax"], 1) + run_peers(total, ["rejax"], 16)
+                 + run_peers(total // 2, ["rejax"], 64))
     RESULTS.mkdir(parents=True, exist_ok=True)
     import jax
 
