@@ -173,18 +173,20 @@ def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
 
         lines += ["", "Peers, same invocation, CartPole-v1, same settings. Ratios: ours on one "
                   "device / theirs, and ours with the seeds split over every core / theirs:", "",
-                  "| implementation | seeds | env steps/s | ours / theirs | ours, all cores / theirs |",
-                  "|---|---|---|---|---|"]
+                  "| implementation | seeds | compile s | env steps/s | ours / theirs | "
+                  "ours, all cores / theirs |", "|---|---|---|---|---|---|"]
         for p in peers:
             seeds = p.get("num_seeds", 1)
             if p.get("error"):
-                lines.append(f"| {p.get('peer')} | {seeds} | error: {p['error']} | | |")
+                lines.append(f"| {p.get('peer')} | {seeds} | | error: {p['error']} | | |")
                 continue
             name = f"cartpole 4 envs x {seeds} seed{'s' if seeds > 1 else ''}"
             ratios = []
             for mine in (ours(name), ours(f"{name}, all cores")):
                 ratios.append(f"{mine['steps_per_s'] / p['steps_per_s']:.2f}x" if mine else "-")
-            lines.append(f"| {p['peer']} | {seeds} | {p['steps_per_s'] / 1e3:,.1f}k | "
+            compile_s = p.get("compile_s")
+            compile_s = f"{compile_s:.1f}" if compile_s and compile_s > 0 else "-"
+            lines.append(f"| {p['peer']} | {seeds} | {compile_s} | {p['steps_per_s'] / 1e3:,.1f}k | "
                          f"{ratios[0]} | {ratios[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -195,8 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--only", nargs="*", type=int, help="indices of settings to run")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown table from the JSON of the last run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    suffix = "_quick" if args.quick else ""
+    if args.render:
+        payload = json.loads((RESULTS / f"throughput{suffix}.json").read_text())
+        table = markdown(payload["rows"], payload["matmul_peak_flop_per_s"], payload["peers"])
+        (RESULTS / f"throughput{suffix}.md").write_text(table)
+        print(table)
+        return 0
     if args.one is not None:
         print(json.dumps(run_one(settings()[args.one], args.quick, args.repeats)))
         return 0
@@ -221,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "matmul_peak_flop_per_s": peak, "quick": args.quick, "rows": rows, "peers": peers}
-    suffix = "_quick" if args.quick else ""
     (RESULTS / f"throughput{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = markdown(rows, peak, peers)
     (RESULTS / f"throughput{suffix}.md").write_text(table)
