@@ -14,9 +14,9 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 import jax
+from timing import compile_and_time
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.presets import get_preset
@@ -35,12 +35,7 @@ def run(env: str, seeds: int, updates: int) -> dict:
     base = PPOConfig(**{**get_preset(env).config, "env": env})
     config = base.replace(total_timesteps=updates * base.batch_size)
     keys = jax.random.split(jax.random.key(0), seeds)
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
+    result, compile_s, run_s = compile_and_time(jax.vmap(make_train(config)), keys)
     stats = jax.devices()[0].memory_stats() or {}
     return {
         "env": env, "seeds": seeds, "num_envs": config.num_envs, "updates": config.num_updates,

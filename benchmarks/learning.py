@@ -15,7 +15,6 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 import jax
 import numpy as np
@@ -23,6 +22,8 @@ import numpy as np
 from purejaxppo.parallel import seed_sharding, use_cpu_cores
 
 use_cpu_cores()  # before JAX runs anything: the seeds split over the cores
+from timing import compile_and_time  # noqa: E402
+
 from purejaxppo import PPOConfig, make_train  # noqa: E402
 from purejaxppo.outputs import final_returns  # noqa: E402
 from purejaxppo.presets import get_preset  # noqa: E402
@@ -48,12 +49,7 @@ def run(env: str, seeds: int | None) -> dict:
     sharding = seed_sharding(seeds)
     if sharding is not None:  # jit partitions the vmap over the seed axis
         keys = jax.device_put(keys, sharding)
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
+    result, compile_s, run_s = compile_and_time(jax.vmap(make_train(config)), keys)
     returns = np.asarray(result.metrics["episode_return"])
     final = final_returns(returns)
     row = {

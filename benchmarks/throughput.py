@@ -95,6 +95,8 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
 
     if setting.all_cores:
         use_cpu_cores()  # before JAX runs anything
+    from timing import compile_and_time
+
     from purejaxppo import PPOConfig, make_train
     from purejaxppo.env import make_env
     from purejaxppo.presets import get_preset
@@ -110,14 +112,7 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     if sharding is not None:  # jit partitions the vmap over the seed axis
         args = jax.device_put(keys, sharding)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(args).compile()
-    compile_s = time.perf_counter() - start
-    run_s = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = jax.block_until_ready(compiled(args))
-        run_s = min(run_s, time.perf_counter() - start)
+    result, compile_s, run_s = compile_and_time(fn, args, repeats=repeats)
     steps = setting.seeds * config.num_updates * config.batch_size
     spec = make_env(config.env)
     flops = flops_per_env_step(config, spec.obs_size, spec.action_size, spec.discrete)
