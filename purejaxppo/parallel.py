@@ -35,7 +35,7 @@ Array = jax.Array
 
 
 def use_cpu_cores(count: int | None = None) -> int:
-    """Makes ``count`` CPU devices (default: the cores this process may use); returns the count.
+    """Makes ``count`` CPU devices (default: :func:`usable_cores`); returns the count.
 
     JAX's CPU backend shows one device, and XLA:CPU runs a PPO program of small matrices on
     about one core whatever the batch, so on a CPU host independent runs (seeds, sweep points)
@@ -50,8 +50,7 @@ def use_cpu_cores(count: int | None = None) -> int:
             ``XLA_FLAGS`` already sets ``--xla_force_host_platform_device_count`` to another count.
     """
     if count is None:
-        count = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
+        count = usable_cores()
     elif count < 1:
         raise ValueError(f"count={count} is invalid: the number of CPU devices must be >= 1")
     forced = re.search(r"--xla_force_host_platform_device_count=(\d+)",
@@ -69,6 +68,38 @@ def use_cpu_cores(count: int | None = None) -> int:
         raise RuntimeError(f"use_cpu_cores({count}) must run before JAX runs anything (right "
                            f"after `import jax`): the CPU devices are already fixed ({e})") from None
     return count
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota if any.
+
+    A container limited to 2 CPUs of a 64-core host sees 64 cores in its affinity; its quota
+    (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``) says 2.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """The cgroup CPU limit rounded up to whole cores, or None when there is none (or no Linux)."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            limit, period = f.read().split()[:2]
+        if limit != "max":
+            return -(-int(limit) // int(period))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            limit = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        return -(-limit // period) if limit > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def seed_sharding(num_runs: int) -> NamedSharding | None:

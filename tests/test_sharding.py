@@ -229,3 +229,34 @@ def test_use_cpu_cores_refuses_a_conflicting_xla_flag():
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_usable_cores_respects_a_cgroup_quota(monkeypatch):
+    from purejaxppo import parallel
+
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)),
+                        raising=False)
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: 2)
+    assert parallel.usable_cores() == 2
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: None)
+    assert parallel.usable_cores() == 64
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(parallel, "_cgroup_cpu_quota", lambda: 8)
+    assert parallel.usable_cores() == 1
+
+
+def test_cgroup_cpu_quota_files(tmp_path):
+    from purejaxppo.parallel import _cgroup_cpu_quota
+
+    assert _cgroup_cpu_quota(str(tmp_path)) is None  # no cgroup files: no limit
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 cores to run on
+    assert _cgroup_cpu_quota(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert _cgroup_cpu_quota(str(tmp_path)) == 4
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert _cgroup_cpu_quota(str(tmp_path)) is None
