@@ -41,6 +41,13 @@ class EnvSpec:
     """Lower bounds of a Box action space (actions are clipped to them for the env)."""
     action_high: Any = None
     """Upper bounds of a Box action space."""
+    obs_categories: int = 0
+    """For a Discrete observation space, its number of values (observations are one-hot
+    encoded); 0 for Box observations."""
+
+    def flatten(self, obs: Array) -> Array:
+        """One environment's observation as the networks' float32 vector (see :func:`flatten_obs`)."""
+        return flatten_obs(obs, self.obs_categories)
 
 
 def _unknown_env_message(env_id: str) -> str:
@@ -69,39 +76,55 @@ def make_env(env_id: str) -> EnvSpec:
         raise ValueError(_unknown_env_message(env_id))
     env, params = gymnax.make(env_id)
     obs_space = env.observation_space(params)
-    if not isinstance(obs_space, spaces.Box):
+    categories = 0
+    if isinstance(obs_space, spaces.Discrete):  # e.g. FrozenLake-misc: the cell index
+        categories = obs_size = int(obs_space.n)
+    elif isinstance(obs_space, spaces.Box):
+        obs_size = int(jnp.prod(jnp.asarray(obs_space.shape))) if obs_space.shape else 1
+    else:
         raise ValueError(f"environment {env_id!r} has a {type(obs_space).__name__} observation "
-                         "space; purejaxppo supports Box (array) observations only")
-    obs_size = int(jnp.prod(jnp.asarray(obs_space.shape))) if obs_space.shape else 1
+                         "space; purejaxppo supports Box (array) and Discrete observations")
     action_space = env.action_space(params)
     if isinstance(action_space, spaces.Discrete):
-        return EnvSpec(env, params, obs_size, True, int(action_space.n))
+        return EnvSpec(env, params, obs_size, True, int(action_space.n),
+                       obs_categories=categories)
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
         low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), action_space.shape)
         high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), action_space.shape)
-        return EnvSpec(env, params, obs_size, False, int(action_space.shape[0]), low, high)
+        return EnvSpec(env, params, obs_size, False, int(action_space.shape[0]), low, high,
+                       obs_categories=categories)
     raise ValueError(f"environment {env_id!r} has a {type(action_space).__name__} action space "
                      f"{action_space}; purejaxppo supports Discrete and 1-D Box actions")
 
 
-def flatten_obs(obs: Array) -> Array:
-    """One float32 vector per environment (MinAtar's 10x10xC grids become 100*C features)."""
+def flatten_obs(obs: Array, categories: int = 0) -> Array:
+    """One float32 vector per environment observation.
+
+    Box observations are flattened (MinAtar's 10x10xC grids become 100*C features); a Discrete
+    observation ``k`` of ``categories`` values becomes the one-hot vector ``e_k``.
+    """
+    if categories:
+        return jax.nn.one_hot(jnp.reshape(obs, ()), categories, dtype=jnp.float32)
     return jnp.reshape(obs, (-1,)).astype(jnp.float32)
 
 
 def reset(spec: EnvSpec, keys: Array) -> tuple[Array, Any]:
     """Resets ``len(keys)`` environments: ``(obs [N, obs_size], env_state)``."""
     obs, state = jax.vmap(spec.env.reset, in_axes=(0, None))(keys, spec.params)
-    return jax.vmap(flatten_obs)(obs), state
+    return jax.vmap(spec.flatten)(obs), state
 
 
 def reset_batch(spec: EnvSpec, keys: Array) -> tuple[Array, Any]:
     """Reset observations (flat) and states for a batch of keys of any shape."""
-    fn = lambda k: spec.env.reset_env(k, spec.params)  # noqa: E731
+
+    def one(key: Array) -> tuple[Array, Any]:
+        obs, state = spec.env.reset_env(key, spec.params)
+        return spec.flatten(obs), state
+
+    fn = one
     for _ in range(keys.ndim):
         fn = jax.vmap(fn)
-    obs, state = fn(keys)
-    return jnp.reshape(obs, (*keys.shape, -1)).astype(jnp.float32), state
+    return fn(keys)
 
 
 def reset_nbytes(spec: EnvSpec) -> int:
@@ -140,7 +163,7 @@ def step(spec: EnvSpec, keys: Array, state: Any, actions: Array,
     """
     if not spec.discrete:
         actions = jnp.clip(actions, spec.action_low, spec.action_high)
-    flat = jax.vmap(flatten_obs)
+    flat = jax.vmap(spec.flatten)
     if reset is None or not own_autoreset(spec):
         obs, state, reward, terminated, truncated, info = jax.vmap(
             spec.env.step, in_axes=(0, 0, 0, None)

@@ -110,7 +110,8 @@ def policy(config: PPOConfig) -> Callable[..., Array]:
             obs_stats: norm.RunningStats | None = None) -> Array:
         obs = jnp.asarray(obs)
         batch = obs.shape[:obs.ndim - len(obs_shape)]
-        x = obs.reshape(*batch, agent.spec.obs_size).astype(jnp.float32)
+        x = jax.vmap(agent.spec.flatten)(obs.reshape(-1, *obs_shape)).reshape(
+            *batch, agent.spec.obs_size)
         return act_flat(params, x, key, deterministic, obs_stats)
 
     return act

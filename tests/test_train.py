@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo import POLICY_LOSSES, PPOConfig, make_train
+from purejaxppo import POLICY_LOSSES, PPOConfig, make_train, policy
 from purejaxppo import normalize as norm
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.distributions import Categorical, DiagGaussian
-from purejaxppo.env import make_env, step
+from purejaxppo.env import make_env, reset, step
 from purejaxppo.metrics import METRICS
 
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2)
@@ -131,6 +131,24 @@ def test_other_environments_train_with_finite_metrics(env_id, extra):
     spec = make_env(env_id)
     if not spec.discrete:
         assert result.params["actor"]["params"]["log_std"].shape == (spec.action_size,)
+
+
+def test_discrete_observations_are_one_hot_and_train():
+    spec = make_env("FrozenLake-misc")
+    n = int(spec.env.observation_space(spec.params).n)
+    assert spec.obs_categories == n and spec.obs_size == n
+    keys = jax.random.split(jax.random.key(0), 5)
+    raw = jax.vmap(lambda k: spec.env.reset(k, spec.params)[0])(keys)
+    obs, _ = reset(spec, keys)
+    np.testing.assert_array_equal(obs, np.eye(n, dtype=np.float32)[np.asarray(raw)])
+    config = PPOConfig(env="FrozenLake-misc", **TINY)
+    result = jax.jit(make_train(config))(jax.random.key(1))
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in result.metrics.values())
+    kernel = result.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]
+    assert kernel.shape[0] == n
+    act = policy(config)
+    actions = act(result.params, raw, jax.random.key(2))  # raw cell indices, batched
+    assert actions.shape == (5,) and bool(jnp.all((actions >= 0) & (actions < spec.action_size)))
 
 
 @pytest.mark.parametrize("loss", sorted(POLICY_LOSSES))
@@ -256,8 +274,6 @@ def test_budget_that_is_not_whole_rollouts_warns():
 def test_bad_env_suggests_close_names():
     with pytest.raises(ValueError, match="CartPole-v1"):
         make_train(PPOConfig(env="Cartpole-v1"))
-    with pytest.raises(ValueError, match="Discrete observation"):
-        make_train(PPOConfig(env="FrozenLake-misc"))
     with pytest.raises(ValueError, match="download"):
         make_train(PPOConfig(env="MNISTBandit-bsuite"))
 
