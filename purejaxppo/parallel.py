@@ -46,6 +46,7 @@ def use_cpu_cores(count: int | None = None) -> int:
     ``import jax``. It does nothing to GPUs and TPUs, which are the devices whenever present.
 
     Raises:
+        ValueError: if ``count < 1``.
         RuntimeError: if JAX has already run something (the CPU devices are fixed by then), or
             ``XLA_FLAGS`` already sets ``--xla_force_host_platform_device_count`` to another count.
     """
@@ -105,12 +106,12 @@ def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
 def seed_sharding(num_runs: int) -> NamedSharding | None:
     """How to split a leading axis of ``num_runs`` independent runs over the devices.
 
-    Uses the largest number of devices that divides ``num_runs`` (a one-axis mesh named
+    Uses the largest number of this process's devices that divides ``num_runs`` (a mesh named
     ``"seed"``); None when that is one device. ``jax.jit`` partitions a ``vmap`` over the runs
     along that axis by itself: each device computes its runs, with no communication except for
     values reduced over runs (a progress bar's mean return).
     """
-    devices = jax.devices()
+    devices = jax.local_devices()
     n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
     if n == 1:
         return None

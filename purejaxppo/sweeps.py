@@ -153,7 +153,8 @@ def seed_keys(seeds: int | Array) -> tuple[Array, list]:
 def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
     """The mesh the runs are split over, or None to run them on one device.
 
-    By default every device, when they divide ``num_runs`` (else a warning, and one device).
+    By default every device when they divide ``num_runs``; else (one process) the largest number
+    of devices that does, with a warning.
 
     Raises:
         ValueError: if an explicit ``mesh`` does not divide ``num_runs``.
@@ -166,12 +167,15 @@ def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
     n = jax.device_count()
     if n == 1:
         return None
-    if num_runs % n:
-        warnings.warn(f"{num_runs} runs (grid points x seeds) do not split evenly over {n} "
-                      f"devices: running on one device. Use a multiple of {n} runs to use all.",
-                      stacklevel=3)
-        return None
-    return device_mesh()
+    if num_runs % n == 0:
+        return device_mesh()
+    # Several processes must all take part in one program: no subset of the devices there.
+    use = 1 if jax.process_count() > 1 else max(d for d in range(1, n) if num_runs % d == 0)
+    where = "one device" if use == 1 else f"{use} of them"
+    warnings.warn(f"{num_runs} runs (grid points x seeds) do not split evenly over {n} "
+                  f"devices: running on {where}. Use a multiple of {n} runs to use all.",
+                  stacklevel=3)
+    return None if use == 1 else Mesh(np.asarray(jax.devices()[:use]), ("batch",))
 
 
 def sweep(config: PPOConfig, seeds: int | Array = 16,

@@ -81,9 +81,18 @@ def test_sharded_sweep_equals_unsharded_sweep_and_vmapped_init_does_not_deadlock
         from purejaxppo.sweeps import choose_mesh
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert choose_mesh(6, None) is None
-        assert "running on one device" in str(caught[0].message)
+            assert choose_mesh(6, None).size == 3
+            assert choose_mesh(7, None) is None
+        assert "running on 3 of them" in str(caught[0].message)
+        assert "running on one device" in str(caught[1].message)
         assert choose_mesh(8, None).size == 4
+        keys6 = jax.random.split(jax.random.key(8), 6)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            six = sweep(config, seeds=keys6)  # 6 runs on 3 of the 4 devices
+        assert len(six.result.metrics["episode_return"].sharding.device_set) == 3
+        six_one = sweep(config, seeds=keys6, mesh=Mesh(np.asarray(jax.devices()[:1]), ("b",)))
+        assert_trees_close(six.result.metrics, six_one.result.metrics)
         print("OK")
     """)
     assert "OK" in out
