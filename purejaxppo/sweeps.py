@@ -227,5 +227,9 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
     if use is not None:
         program = shard_runs(program, use)
     result = jax.jit(program)(key_data, hparams, loss_index)
+    # Wait for every device first: when the grid's leading axis does not divide over the devices,
+    # the reshape below is a program with an all-gather, and XLA:CPU aborts a collective that one
+    # device reaches more than 40 s before another (a device still finishing its runs).
+    result = jax.block_until_ready(result)
     result = jax.tree.map(lambda x: x.reshape(*shape, num_seeds, *x.shape[1:]), result)
     return SweepResult(result, axes, {**values, "seed": seed_labels}, config)
