@@ -181,16 +181,29 @@ def test_data_parallel_gradient_equals_single_device_gradient_and_training_stays
 
 
 
-def run_fresh(body: str) -> subprocess.CompletedProcess:
-    """``body`` in a fresh Python with no device flags (JAX's default: one CPU device)."""
+FRESH_PRELUDE = """
+def assert_raises(fn, error, text):
+    try:
+        fn()
+    except error as e:
+        assert text in str(e), e
+    else:
+        raise AssertionError(f"expected {error.__name__} mentioning {text!r}")
+"""
+
+
+def run_fresh(body: str) -> None:
+    """``body`` in a fresh Python with no device flags (JAX's default: one CPU device); it must
+    print ``ok``. ``assert_raises(fn, error, text)`` is defined for it."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(body)], env=env,
+    proc = subprocess.run([sys.executable, "-c", FRESH_PRELUDE + textwrap.dedent(body)], env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_use_cpu_cores_makes_cpu_devices_that_sweeps_split_runs_over():
-    proc = run_fresh("""
+    run_fresh("""
         import jax
         import jax._src.xla_bridge as xb
         import purejaxppo
@@ -200,12 +213,7 @@ def test_use_cpu_cores_makes_cpu_devices_that_sweeps_split_runs_over():
         assert not xb.backends_are_initialized()
         assert use_cpu_cores(3) == 3 and jax.device_count() == 3
         assert use_cpu_cores(3) == 3  # asking again for the same count is fine
-        try:
-            use_cpu_cores(2)
-        except RuntimeError as e:
-            assert "before JAX runs anything" in str(e), e
-        else:
-            raise AssertionError("changing the count after JAX started did not raise")
+        assert_raises(lambda: use_cpu_cores(2), RuntimeError, "before JAX runs anything")
         assert seed_sharding(6).mesh.size == 3 and seed_sharding(4).mesh.size == 2
         assert seed_sharding(5) is None
         config = PPOConfig(total_timesteps=2 * 512)
@@ -214,30 +222,18 @@ def test_use_cpu_cores_makes_cpu_devices_that_sweeps_split_runs_over():
         assert len(sharding.device_set) == 3, sharding
         print("ok")
     """)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_use_cpu_cores_refuses_a_conflicting_xla_flag():
-    proc = run_fresh("""
+    run_fresh("""
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
         from purejaxppo.parallel import use_cpu_cores
         assert use_cpu_cores(2) == 2
-        try:
-            use_cpu_cores(3)
-        except RuntimeError as e:
-            assert "XLA_FLAGS" in str(e), e
-        else:
-            raise AssertionError("a conflicting XLA_FLAGS count did not raise")
-        try:
-            use_cpu_cores(0)
-        except ValueError as e:
-            assert "count=0" in str(e), e
-        else:
-            raise AssertionError("count=0 did not raise")
+        assert_raises(lambda: use_cpu_cores(3), RuntimeError, "XLA_FLAGS")
+        assert_raises(lambda: use_cpu_cores(0), ValueError, "count=0")
         print("ok")
     """)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_usable_cores_respects_a_cgroup_quota(monkeypatch):
