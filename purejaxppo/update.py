@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from purejaxppo import losses
 from purejaxppo.config import Hyperparams, PPOConfig
@@ -162,28 +163,88 @@ def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
     """
     tx = make_optimizer(hp.max_grad_norm)
     n_mb, mb_size = config.num_minibatches, config.minibatch_size
-    grad_fn = jax.grad(objective, has_aux=True)
+    # The steps run on one flat parameter vector (and flat Adam moments): the optimizer is then a
+    # handful of kernels per step instead of four per parameter array (-15% per minibatch step on
+    # CPU); the same arithmetic, up to the order of the sum in the global norm.
+    flat_params, unravel = ravel_pytree(params)
+    flat_opt_state, unravel_opt_state = _ravel_like(opt_state, params)
 
-    def minibatch_step(state: tuple[dict, Any], mb: Batch):
-        params, opt_state = state
-        grads, info = grad_fn(params, mb, actor, critic, config, hp, beta)
+    def flat_objective(flat: Array, mb: Batch) -> tuple[Array, Any]:
+        return objective(unravel(flat), mb, actor, critic, config, hp, beta)
+
+    grad_fn = jax.grad(flat_objective, has_aux=True)
+
+    def minibatch_step(state: tuple[Array, Any], mb: Batch):
+        flat, opt_state = state
+        grads, info = grad_fn(flat, mb)
         if axis_name is not None:
             # Equal shards: the mean of the shards' gradients is the whole minibatch's gradient.
             grads = jax.lax.pmean(grads, axis_name)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
-        return (params, opt_state), info
+        updates, opt_state = tx.update(grads, opt_state, flat)
+        return (flat - lr * updates, opt_state), info
 
-    def epoch(state: tuple[dict, Any], epoch_key: Array):
+    def epoch(state: tuple[Array, Any], epoch_key: Array):
         # One gather per epoch: permute the whole batch, then view it as minibatches.
-        perm = jax.random.permutation(epoch_key, config.batch_size)
+        perm = random_order(epoch_key, config.batch_size)
         shuffled = jax.tree.map(
             lambda x: jnp.take(x, perm, axis=0).reshape(n_mb, mb_size, *x.shape[1:]), batch)
         return jax.lax.scan(minibatch_step, state, shuffled)
 
     keys = jax.random.split(key, config.update_epochs)
-    (params, opt_state), infos = jax.lax.scan(epoch, (params, opt_state), keys)
-    return params, opt_state, infos
+    (flat_params, flat_opt_state), infos = jax.lax.scan(epoch, (flat_params, flat_opt_state), keys)
+    return unravel(flat_params), unravel_opt_state(flat_opt_state), infos
+
+
+def random_order(key: Array, n: int) -> Array:
+    """A uniformly random permutation of ``0..n-1`` (int32), by sorting one uint32 array.
+
+    Each round draws 32 random bits per position, keeps the top ``32 - b`` of them
+    (``b = bit_length(n - 1)``) and writes the position into the low ``b`` bits, so the keys are
+    distinct and one sort of plain integers orders the positions by their random bits; the
+    rounds' orders are composed. Positions tie (keep their order) only when their random bits
+    tie in every round: with ``ceil(3 b / (32 - b))`` rounds, some pair does with probability at
+    most ``n^2 2^{-3b} / 2 <= 1 / (2n)``, the standard ``jax.random.permutation`` keeps. A sort of
+    one integer array is several times faster on CPU than the key-and-value sort behind
+    ``jax.random.permutation`` (512 positions: ~15 us a round against ~66 us).
+    """
+    if n <= 1:
+        return jnp.zeros((n,), jnp.int32)
+    b = (n - 1).bit_length()
+    free = 32 - b
+    if free < 8:
+        return jax.random.permutation(key, n).astype(jnp.int32)  # n > 2^24: too few free bits
+    rounds = -(-3 * b // free)
+    position = jnp.arange(n, dtype=jnp.uint32)
+    high = jnp.uint32((0xFFFFFFFF >> b) << b)
+    low = jnp.uint32((1 << b) - 1)
+    order = None
+    for bits in jax.random.bits(key, (rounds, n), jnp.uint32):
+        round_order = (jnp.sort((bits & high) | position) & low).astype(jnp.int32)
+        order = round_order if order is None else order[round_order]
+    return order
+
+
+def _ravel_like(tree: Any, params: dict) -> tuple[Any, Callable[[Any], Any]]:
+    """Ravels every subtree of ``tree`` shaped like ``params`` (Adam's moments) into one vector.
+
+    Returns:
+        ``(raveled tree, inverse)``; the inverse restores the subtrees from vectors of the same
+        layout (e.g. after optimizer steps on the raveled parameters).
+    """
+    params_def = jax.tree.structure(params)
+
+    def like_params(x: Any) -> bool:
+        return jax.tree.structure(x) == params_def
+
+    subtrees, outer = jax.tree.flatten(tree, is_leaf=like_params)
+    raveled = [ravel_pytree(x) if like_params(x) else (x, None) for x in subtrees]
+
+    def inverse(flat_tree: Any) -> Any:
+        parts = outer.flatten_up_to(flat_tree)
+        return outer.unflatten([x if unravel is None else unravel(x)
+                                for x, (_, unravel) in zip(parts, raveled, strict=True)])
+
+    return outer.unflatten([x for x, _ in raveled]), inverse
 
 
 def adapt_kl_beta(beta: Array, kl: Array, kl_target: Array) -> Array:
