@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from purejaxppo.config import PPOConfig
 from purejaxppo.losses import get_policy_loss
+from purejaxppo.parallel import compiler_options
 from purejaxppo.train import collect_batch, init_state, make_agent
 from purejaxppo.update import Batch, loss_fn, policy_loss_value, sgd_steps
 
@@ -110,7 +111,7 @@ def _compiled(config: PPOConfig, names: tuple[str, ...], driver: str) -> Callabl
         # [update_epochs, num_minibatches, ...] -> [num_steps, ...]
         return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stats)
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=compiler_options())
 
 
 def gradient_agreement(config: PPOConfig, key: Array, losses: Sequence[str] = DEFAULT_LOSSES,

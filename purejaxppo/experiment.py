@@ -25,7 +25,7 @@ import numpy as np
 
 from purejaxppo import checkpoint, outputs
 from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.parallel import seed_sharding
+from purejaxppo.parallel import compiler_options, seed_sharding
 from purejaxppo.presets import RunOptions, SettingsError, settings_dict, split_settings
 from purejaxppo.progress import ProgressBar, report_every
 from purejaxppo.train import TrainState, make_init, make_update
@@ -114,7 +114,8 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
                                              "inconsistent; point checkpoints/latest at an "
                                              "earlier one")
     else:
-        state = jax.jit(make_seeds_init(config))(seed_keys(options), config.hyperparams())
+        state = jax.jit(make_seeds_init(config), compiler_options=compiler_options())(
+            seed_keys(options), config.hyperparams())
     sharding = seed_sharding(options.num_seeds)
     if sharding is not None:
         state = jax.device_put(state, sharding)
@@ -161,8 +162,8 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
         bar = ProgressBar(config.num_updates, done, config.batch_size * options.num_seeds,
                           progress)
     run = make_seeds_run(config, bar, report_every(config.num_updates))
-    compiled = {n: jax.jit(run, static_argnums=2).lower(state, hparams, n).compile()
-                for n in sorted(set(lengths))}
+    jit_run = jax.jit(run, static_argnums=2, compiler_options=compiler_options())
+    compiled = {n: jit_run.lower(state, hparams, n).compile() for n in sorted(set(lengths))}
     compile_s = begin.seconds + time.perf_counter() - t0
 
     t1 = time.perf_counter()

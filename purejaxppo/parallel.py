@@ -9,6 +9,7 @@ multi-host. Nothing here uses ``pmap``.
 * :func:`use_cpu_cores` makes every core of a CPU host a JAX device (JAX shows one CPU device
   by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
   sweep or of the command line's seeds spread over the cores.
+* :func:`compiler_options`: per-program XLA options that shorten compile time on CPU.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices. Each
   device steps its environments and computes gradients on its shard of every minibatch; gradients,
   advantage and observation/reward normalisation statistics, episode counts and diagnostics are
@@ -69,6 +70,25 @@ def use_cpu_cores(count: int | None = None) -> int:
         raise RuntimeError(f"use_cpu_cores({count}) must run before JAX runs anything (right "
                            f"after `import jax`): the CPU devices are already fixed ({e})") from None
     return count
+
+
+def compiler_options(platform: str | None = None) -> dict[str, Any]:
+    """Options for ``jax.jit(..., compiler_options=...)`` that compile a training program faster.
+
+    On CPU: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
+    (``xla_backend_optimization_level=1``). The matrix products run in library kernels the level
+    does not touch, so run time does not change while compile time drops (CartPole-v1, default
+    config: 5.2 -> 4.3 s for one seed, 7.0 -> 4.7 s for 16 vmapped seeds, run within noise;
+    Breakout-MinAtar and Pendulum-v1 presets alike; ``benchmarks/NOTES.md``). The command line,
+    :func:`purejaxppo.sweeps.sweep` and the benchmarks compile with these; pass them to your own
+    ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect. Elsewhere (GPU, TPU), and
+    for ``platform`` other than ``"cpu"``, there are none: ``{}``.
+
+    Args:
+        platform: the platform the program runs on; by default ``jax.default_backend()``.
+    """
+    platform = jax.default_backend() if platform is None else platform
+    return {"xla_backend_optimization_level": 1} if platform == "cpu" else {}
 
 
 def usable_cores() -> int:

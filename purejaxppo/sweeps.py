@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
-from purejaxppo.parallel import device_mesh, shard_runs
+from purejaxppo.parallel import compiler_options, device_mesh, shard_runs
 from purejaxppo.train import TrainResult, as_key, make_train
 
 Array = jax.Array
@@ -226,7 +226,7 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
     use = choose_mesh(num_runs, mesh)
     if use is not None:
         program = shard_runs(program, use)
-    result = jax.jit(program)(key_data, hparams, loss_index)
+    result = jax.jit(program, compiler_options=compiler_options())(key_data, hparams, loss_index)
     # Wait for every device first: when the grid's leading axis does not divide over the devices,
     # the reshape below is a program with an all-gather, and XLA:CPU aborts a collective that one
     # device reaches more than 40 s before another (a device still finishing its runs).

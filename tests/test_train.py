@@ -13,6 +13,7 @@ from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.distributions import Categorical, DiagGaussian
 from purejaxppo.env import make_env, reset, step
 from purejaxppo.metrics import METRICS
+from purejaxppo.parallel import compiler_options
 
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2)
 
@@ -101,6 +102,20 @@ def test_same_key_same_result_bit_for_bit_and_legacy_keys(cartpole_tiny):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
     assert not np.array_equal(result.metrics["value_loss"], other.metrics["value_loss"])
+
+
+def test_compiler_options_change_compile_time_not_results():
+    assert compiler_options("gpu") == {} and compiler_options("tpu") == {}
+    assert compiler_options("cpu") == {"xla_backend_optimization_level": 1}
+    assert compiler_options() == compiler_options(jax.default_backend())
+    config = PPOConfig(env="Pendulum-v1", total_timesteps=4096, num_envs=4, num_steps=128,
+                       normalize_obs=True, normalize_reward=True)
+    train = make_train(config)
+    plain = jax.jit(train)(jax.random.key(2))
+    fast = jax.jit(train, compiler_options=compiler_options("cpu"))(jax.random.key(2))
+    for a, b in zip(jax.tree.leaves((plain.params, plain.metrics, plain.state.env)),
+                    jax.tree.leaves((fast.params, fast.metrics, fast.state.env)), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_vmapped_seed_equals_single_run(cartpole_tiny):
