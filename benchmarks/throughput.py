@@ -5,11 +5,13 @@
     python benchmarks/throughput.py --no-peers
 
 Each setting runs in a fresh subprocess (so its peak RSS is its own), timed as: compile
-(``jit(...).lower(...).compile()``), then the best of ``--repeats`` runs. The machine's matmul
-peak is measured on the spot (1024x1024 float32 through XLA) and every setting reports
-``achieved FLOP/s / peak``. FLOPs are counted analytically from the network sizes (see
-``flops_per_env_step``). Peers (``benchmarks/peers``) run in the same invocation, so ratios
-compare like with like on a noisy shared machine. Writes ``benchmarks/results/throughput.{json,md}``.
+(``jit(...).lower(...).compile()`` with ``compiler_options()``, as the command line compiles),
+then the best of ``--repeats`` runs. The machine's matmul peak is measured on the spot
+(1024x1024 float32 through XLA) and every setting reports ``achieved FLOP/s / peak``. FLOPs are
+counted analytically from the network sizes (see ``flops_per_env_step``). Peers
+(``benchmarks/peers``) run in the same invocation, each right after the setting it is compared
+with, so ratios compare like with like on a noisy shared machine. Writes
+``benchmarks/results/throughput.{json,md}``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def settings() -> list[Setting]:
         Setting("breakout-minatar preset x 1 seed", "Breakout-MinAtar", 1, {}, 327_680, 65_536),
         Setting("pendulum preset x 1 seed", "Pendulum-v1", 1, {}, 204_800, 40_960),
     ]
+
+
+PEERS_AFTER = {
+    "cartpole 4 envs x 1 seed": (["sb3", "rejax"], 1),
+    "cartpole 4 envs x 16 seeds, all cores": (["rejax"], 16),
+    "cartpole 4 envs x 64 seeds, all cores": (["rejax"], 64),
+}
+"""Peers (``benchmarks/peers``) run right after a setting: names and seeds, the same budget."""
 
 
 def flops_per_env_step(config, obs_size: int, action_size: int, discrete: bool) -> float:
@@ -209,19 +219,21 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
-    rows = []
-    for i in range(len(settings())):
+    rows: list[dict] = []
+    peers: list[dict] = []
+    run_peers = None if args.no_peers else load_peers().run_peers
+    for i, setting in enumerate(settings()):
         if args.only and i not in args.only:
             continue
         row = run_subprocess(i, args.quick, args.repeats)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
-    peers: list[dict] = []
-    if not args.no_peers:
-        total = 131_072 if args.quick else 499_712
-        run_peers = load_peers().run_peers
-        peers = (run_peers(total, ["sb3", "rejax"], 1) + run_peers(total, ["rejax"], 16)
-                 + run_peers(total // 2, ["rejax"], 64))
+        if run_peers is not None and setting.name in PEERS_AFTER:
+            # Right after the setting they are compared with: the machine is shared and its
+            # speed drifts, so each ratio is of two runs minutes apart, not a whole run apart.
+            names, seeds = PEERS_AFTER[setting.name]
+            total = setting.quick_timesteps if args.quick else setting.total_timesteps
+            peers += run_peers(total, names, seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     import jax
 
