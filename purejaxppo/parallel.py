@@ -131,11 +131,16 @@ def seed_sharding(num_runs: int) -> NamedSharding | None:
     along that axis by itself: each device computes its runs, with no communication except for
     values reduced over runs (a progress bar's mean return).
     """
-    devices = jax.local_devices()
-    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
-    if n == 1:
+    devices = dividing_devices(num_runs, jax.local_devices())
+    if len(devices) == 1:
         return None
-    return NamedSharding(Mesh(np.asarray(devices[:n]), ("seed",)), PartitionSpec("seed"))
+    return NamedSharding(Mesh(np.asarray(devices), ("seed",)), PartitionSpec("seed"))
+
+
+def dividing_devices(num_runs: int, devices: list) -> list:
+    """The longest prefix of ``devices`` whose length divides ``num_runs`` (at least one)."""
+    n = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
+    return devices[:n]
 
 
 def device_mesh(axis_name: str = "batch") -> Mesh:

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
-from purejaxppo.parallel import compiler_options, device_mesh, shard_runs
+from purejaxppo.parallel import compiler_options, device_mesh, dividing_devices, shard_runs
 from purejaxppo.train import TrainResult, as_key, make_train
 
 Array = jax.Array
@@ -170,12 +170,13 @@ def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
     if num_runs % n == 0:
         return device_mesh()
     # Several processes must all take part in one program: no subset of the devices there.
-    use = 1 if jax.process_count() > 1 else max(d for d in range(1, n) if num_runs % d == 0)
-    where = "one device" if use == 1 else f"{use} of them"
+    devices = jax.devices()[:1] if jax.process_count() > 1 else dividing_devices(num_runs,
+                                                                                 jax.devices())
+    where = "one device" if len(devices) == 1 else f"{len(devices)} of them"
     warnings.warn(f"{num_runs} runs (grid points x seeds) do not split evenly over {n} "
                   f"devices: running on {where}. Use a multiple of {n} runs to use all.",
                   stacklevel=3)
-    return None if use == 1 else Mesh(np.asarray(jax.devices()[:use]), ("batch",))
+    return None if len(devices) == 1 else Mesh(np.asarray(devices), ("batch",))
 
 
 def sweep(config: PPOConfig, seeds: int | Array = 16,
