@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -14,6 +15,13 @@ from purejaxppo.env import EnvSpec
 Array = jax.Array
 
 ACTIVATION_FNS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
+HIDDEN_GAIN = math.sqrt(2.0)
+"""Orthogonal-init gain of every hidden layer's kernel."""
+
+
+def layer_gains(num_hidden: int, head_scale: float) -> tuple[float, ...]:
+    """Orthogonal-init gain of each ``Dense`` of an MLP: ``sqrt(2)`` per hidden layer, then the head's."""
+    return (HIDDEN_GAIN,) * num_hidden + (head_scale,)
 
 
 class MLP(nn.Module):
@@ -31,11 +39,13 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         act = ACTIVATION_FNS[self.activation]
-        for width in self.hidden_sizes:
-            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)),
-                             bias_init=nn.initializers.zeros)(x))
-        return nn.Dense(self.out_size, kernel_init=nn.initializers.orthogonal(self.head_scale),
-                        bias_init=nn.initializers.zeros)(x)
+        widths = (*self.hidden_sizes, self.out_size)
+        gains = layer_gains(len(self.hidden_sizes), self.head_scale)
+        for i, (width, gain) in enumerate(zip(widths, gains, strict=True)):
+            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(gain),
+                         bias_init=nn.initializers.zeros)(x)
+            x = act(x) if i < len(self.hidden_sizes) else x
+        return x
 
 
 class Actor(nn.Module):
@@ -45,10 +55,12 @@ class Actor(nn.Module):
     action_size: int
     discrete: bool
     activation: str = "tanh"
+    head_scale = 0.01
+    """Gain of the last layer: a near-uniform (near zero-mean) initial policy."""
 
     @nn.compact
     def __call__(self, obs: Array) -> Categorical | DiagGaussian:
-        out = MLP(self.hidden_sizes, self.action_size, self.activation, head_scale=0.01)(obs)
+        out = MLP(self.hidden_sizes, self.action_size, self.activation, self.head_scale)(obs)
         if self.discrete:
             return Categorical(out)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
@@ -60,10 +72,12 @@ class Critic(nn.Module):
 
     hidden_sizes: Sequence[int]
     activation: str = "tanh"
+    head_scale = 1.0
+    """Gain of the last layer."""
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
-        return MLP(self.hidden_sizes, 1, self.activation, head_scale=1.0)(obs)[..., 0]
+        return MLP(self.hidden_sizes, 1, self.activation, self.head_scale)(obs)[..., 0]
 
 
 def make_networks(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str
@@ -73,8 +87,34 @@ def make_networks(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str
             Critic(tuple(hidden_sizes), activation))
 
 
+def orthogonal(z: Array, shape: tuple[int, int], gain: float) -> Array:
+    """A ``shape`` matrix with orthonormal columns (or rows, when it is wide), times ``gain``.
+
+    ``z`` holds ``rows * cols`` iid standard normals. With ``A = Z [max(shape), min(shape)]``
+    and ``A = Q R``, ``Q diag(sign(diag R))`` is Haar-distributed (the sign fix makes the QR
+    unique); a wide kernel takes its transpose.
+    """
+    n_in, n_out = shape
+    a = z.reshape(max(shape), min(shape))
+    q, r = jnp.linalg.qr(a)
+    q = q * jnp.sign(jnp.diagonal(r))
+    return gain * (q.T if n_in < n_out else q)
+
+
+def _gains(net: Actor | Critic) -> dict[str, float]:
+    """``{"Dense_i": gain}`` for the MLP inside ``net``."""
+    gains = layer_gains(len(net.hidden_sizes), net.head_scale)
+    return {f"Dense_{i}": g for i, g in enumerate(gains)}
+
+
 def init_params(key: Array, actor: Actor, critic: Critic, obs_size: int) -> dict:
     """``{"actor": ..., "critic": ...}`` initialised from ``key``.
+
+    The same distribution as the modules' own ``init`` (orthogonal kernels with
+    :func:`layer_gains`, zero biases and ``log_std``), drawn differently: every kernel takes its
+    slice of **one** normal draw, ``z ~ N(0, I)`` of the kernels' total size, and one QR per
+    kernel. flax's ``init`` folds a key per parameter, a threefry program per kernel; one draw
+    compiles in a quarter of the time (the init was a quarter of a CartPole run's compile).
 
     Under ``jax.vmap`` the keys are initialised one after another (``sequential_vmap``): a
     vmapped orthogonal initialiser would batch its QR factorisations, and jaxlib's batched LAPACK
@@ -84,9 +124,28 @@ def init_params(key: Array, actor: Actor, critic: Critic, obs_size: int) -> dict
     device on 2 devices, hung forever. Initialisation is a tiny part of training.
     """
     dummy = jnp.zeros((obs_size,))
+    nets = {"actor": actor, "critic": critic}
+    shapes = jax.eval_shape(lambda k: {n: m.init(k, dummy) for n, m in nets.items()}, key)
+    gains = {n: _gains(m) for n, m in nets.items()}
+    kernels = [(path, leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
+               if _name(path[-1]) == "kernel"]
+    dtype = jax.tree.leaves(shapes)[0].dtype  # float32, also under jax_enable_x64
+    offsets = [0]
+    for _, (rows, cols) in kernels:
+        offsets.append(offsets[-1] + rows * cols)
 
     def init_one(key: Array) -> dict:
-        k_actor, k_critic = jax.random.split(key)
-        return {"actor": actor.init(k_actor, dummy), "critic": critic.init(k_critic, dummy)}
+        z = jax.random.normal(key, (offsets[-1],), dtype)
+        kernel_of = {}
+        for (path, shape), start, stop in zip(kernels, offsets, offsets[1:], strict=False):
+            gain = gains[_name(path[0])][_name(path[-2])]
+            kernel_of[path] = orthogonal(z[start:stop], shape, gain)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: kernel_of.get(path, jnp.zeros(leaf.shape, leaf.dtype)), shapes)
 
     return jax.custom_batching.sequential_vmap(init_one)(key)
+
+
+def _name(entry: object) -> str:
+    """The key of one pytree path entry (``DictKey("kernel")`` -> ``"kernel"``)."""
+    return str(getattr(entry, "key", entry))
