@@ -3,6 +3,8 @@
     python benchmarks/throughput.py             # every setting, then the peers
     python benchmarks/throughput.py --quick     # smaller budgets (a smoke run)
     python benchmarks/throughput.py --no-peers
+    python benchmarks/throughput.py --only 0 --trials 3   # the 1-seed row and its peers, 3 times
+
 
 Each setting runs in a fresh subprocess (so its peak RSS is its own), timed as: compile
 (``jit(...).lower(...).compile()`` with ``compiler_options()``, as the command line compiles),
@@ -10,8 +12,11 @@ then the best of ``--repeats`` runs. The machine's matmul peak is measured on th
 (1024x1024 float32 through XLA) and every setting reports ``achieved FLOP/s / peak``. FLOPs are
 counted analytically from the network sizes (see ``flops_per_env_step``). Peers
 (``benchmarks/peers``) run in the same invocation, each right after the setting it is compared
-with, so ratios compare like with like on a noisy shared machine. Writes
-``benchmarks/results/throughput.{json,md}``.
+with, so ratios compare like with like on a noisy shared machine. With ``--trials N`` each
+setting and its peers run N times, alternating, and every figure is the median of the N (the
+table gives the range too): this machine's speed drifts by 10-20% within minutes. Writes
+``benchmarks/results/throughput.{json,md}``; a run of some settings (``--only``) writes
+``throughput_partial.{json,md}`` and leaves the full table alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import pathlib
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -158,8 +164,34 @@ def load_peers():
     return module
 
 
-def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
-    lines = [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA, "
+MEDIAN_KEYS = ("compile_s", "run_s", "steps_per_s", "flop_per_s", "peak_rss_mb")
+
+
+def median_record(records: list[dict]) -> dict:
+    """One record from the same measurement repeated: the median of every timing, each trial's
+    values under ``trials``. An error in any trial is the result."""
+    errors = [r for r in records if r.get("error")]
+    if errors or len(records) == 1:
+        return errors[0] if errors else records[0]
+    out = dict(records[0])
+    out["trials"] = {k: [r[k] for r in records] for k in MEDIAN_KEYS
+                     if all(isinstance(r.get(k), int | float) for r in records)}
+    for key, values in out["trials"].items():
+        out[key] = statistics.median(values)
+    return out
+
+
+def _figure(record: dict, key: str, fmt) -> str:
+    """``fmt(median)``, followed by ``(fmt(min)-fmt(max))`` when the record has trials."""
+    values = record.get("trials", {}).get(key)
+    text = fmt(record[key])
+    return f"{text} ({fmt(min(values))}-{fmt(max(values))})" if values else text
+
+
+def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) -> str:
+    lines = [f"Each figure is the median of {trials} runs, alternating with the peers' (range in "
+             "brackets).", ""] if trials > 1 else []
+    lines += [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA, "
              "one CPU device, which uses every core for a matmul this large). 'all cores': one "
              "CPU device per core, the seeds split over them.", "",
              "| setting | compile s | run s | env steps/s | peak RSS MB | GFLOP/s | of peak |",
@@ -168,8 +200,9 @@ def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['setting']} | error: {r['error']} | | | | | |")
             continue
-        lines.append(f"| {r['setting']} | {r['compile_s']:.1f} | {r['run_s']:.2f} | "
-                     f"{r['steps_per_s'] / 1e3:,.0f}k | {r['peak_rss_mb']:.0f} | "
+        lines.append(f"| {r['setting']} | {_figure(r, 'compile_s', lambda v: f'{v:.1f}')} | "
+                     f"{r['run_s']:.2f} | {_figure(r, 'steps_per_s', lambda v: f'{v / 1e3:,.0f}k')} | "
+                     f"{r['peak_rss_mb']:.0f} | "
                      f"{r['flop_per_s'] / 1e9:.1f} | {r['flop_per_s'] / peak:.1%} |")
     if peers:
         def ours(name: str) -> dict | None:
@@ -190,8 +223,10 @@ def markdown(rows: list[dict], peak: float, peers: list[dict]) -> str:
             for mine in (ours(name), ours(f"{name}, all cores")):
                 ratios.append(f"{mine['steps_per_s'] / p['steps_per_s']:.2f}x" if mine else "-")
             compile_s = p.get("compile_s")
-            compile_s = f"{compile_s:.1f}" if compile_s and compile_s > 0 else "-"
-            lines.append(f"| {p['peer']} | {seeds} | {compile_s} | {p['steps_per_s'] / 1e3:,.1f}k | "
+            compile_s = (_figure(p, "compile_s", lambda v: f"{v:.1f}") if compile_s and compile_s > 0
+                         else "-")
+            steps = _figure(p, "steps_per_s", lambda v: f"{v / 1e3:,.1f}k")
+            lines.append(f"| {p['peer']} | {seeds} | {compile_s} | {steps} | "
                          f"{ratios[0]} | {ratios[1]} |")
     return "\n".join(lines) + "\n"
 
@@ -201,15 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--only", nargs="*", type=int, help="indices of settings to run")
+    parser.add_argument("--only", nargs="*", type=int,
+                        help="indices of settings to run (written to throughput_partial.*)")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="run each setting and its peers this many times, alternating; "
+                             "report medians")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the markdown table from the JSON of the last run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    suffix = "_quick" if args.quick else ""
+    if args.trials < 1:
+        parser.error(f"--trials must be >= 1, got {args.trials}")
+    suffix = ("_partial" if args.only else "") + ("_quick" if args.quick else "")
     if args.render:
         payload = json.loads((RESULTS / f"throughput{suffix}.json").read_text())
-        table = markdown(payload["rows"], payload["matmul_peak_flop_per_s"], payload["peers"])
+        table = markdown(payload["rows"], payload["matmul_peak_flop_per_s"], payload["peers"],
+                         payload.get("trials", 1))
         (RESULTS / f"throughput{suffix}.md").write_text(table)
         print(table)
         return 0
@@ -225,22 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     for i, setting in enumerate(settings()):
         if args.only and i not in args.only:
             continue
-        row = run_subprocess(i, args.quick, args.repeats)
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
-        if run_peers is not None and setting.name in PEERS_AFTER:
-            # Right after the setting they are compared with: the machine is shared and its
-            # speed drifts, so each ratio is of two runs minutes apart, not a whole run apart.
-            names, seeds = PEERS_AFTER[setting.name]
-            total = setting.quick_timesteps if args.quick else setting.total_timesteps
-            peers += run_peers(total, names, seeds)
+        trials: list[dict] = []
+        peer_trials: list[list[dict]] = []
+        for _ in range(args.trials):
+            row = run_subprocess(i, args.quick, args.repeats)
+            trials.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
+            if run_peers is not None and setting.name in PEERS_AFTER:
+                # Right after the setting they are compared with: the machine is shared and its
+                # speed drifts, so each ratio is of two runs minutes apart, not a whole run apart.
+                names, seeds = PEERS_AFTER[setting.name]
+                total = setting.quick_timesteps if args.quick else setting.total_timesteps
+                peer_trials.append(run_peers(total, names, seeds))
+        rows.append(median_record(trials))
+        peers += [median_record(list(same)) for same in zip(*peer_trials, strict=True)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     import jax
 
     payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
-               "matmul_peak_flop_per_s": peak, "quick": args.quick, "rows": rows, "peers": peers}
+               "matmul_peak_flop_per_s": peak, "quick": args.quick, "trials": args.trials,
+               "rows": rows, "peers": peers}
     (RESULTS / f"throughput{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    table = markdown(rows, peak, peers)
+    table = markdown(rows, peak, peers, args.trials)
     (RESULTS / f"throughput{suffix}.md").write_text(table)
     print(table)
     return 0
