@@ -5,7 +5,6 @@
     python benchmarks/throughput.py --no-peers
     python benchmarks/throughput.py --only 0 --trials 3   # the 1-seed row and its peers, 3 times
 
-
 Each setting runs in a fresh subprocess (so its peak RSS is its own), timed as: compile
 (``jit(...).lower(...).compile()`` with ``compiler_options()``, as the command line compiles),
 then the best of ``--repeats`` runs. The machine's matmul peak is measured on the spot

@@ -42,7 +42,7 @@ def use_cpu_cores(count: int | None = None) -> int:
     about one core whatever the batch, so on a CPU host independent runs (seeds, sweep points)
     are faster split over one device per core: :func:`purejaxppo.sweeps.sweep` and the command
     line do that whenever there are several devices (CartPole-v1, 16 seeds on a 2-core
-    CPU: 208k -> 420k env steps/s; ``benchmarks/results/throughput.md``). It sets
+    CPU: 221k -> 421k env steps/s; ``benchmarks/results/throughput.md``). It sets
     ``jax_num_cpu_devices``, which must happen before JAX runs anything; call it right after
     ``import jax``. It does nothing to GPUs and TPUs, which are the devices whenever present.
 
