@@ -2,6 +2,6 @@
 
 import sys
 
-from purejaxppo.cli import main
+from purejaxppo.app.cli import main
 
 sys.exit(main())

@@ -49,3 +49,11 @@ def gae(rewards: Array, values: Array, next_values: Array, dones: Array,
     _, advantages = jax.lax.scan(backward, jnp.zeros_like(values[0]), (deltas, decay),
                                  reverse=True)
     return advantages, advantages + values
+
+
+def normalize_advantages(advantages: Array) -> Array:
+    """``(A - mean(A)) / (std(A) + 1e-8)`` over every element: zero mean, unit std.
+
+    PPO applies it per minibatch, TRPO over the whole batch (``PPOConfig.norm_adv``).
+    """
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)

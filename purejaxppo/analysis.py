@@ -22,11 +22,14 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from purejaxppo import networks as netlib
+from purejaxppo.advantages import normalize_advantages
 from purejaxppo.config import PPOConfig
 from purejaxppo.losses import get_policy_loss
+from purejaxppo.networks import Networks
 from purejaxppo.parallel import compiler_options
 from purejaxppo.train import collect_batch, init_state, make_agent
-from purejaxppo.update import Batch, loss_fn, policy_loss_value, sgd_steps
+from purejaxppo.update import Batch, policy_loss_value, ppo_objective, sgd_steps
 
 Array = jax.Array
 
@@ -56,19 +59,18 @@ class GradientAgreement(NamedTuple):
         return tuple(f"{a} vs {b}" for a, b in self.pairs)
 
 
-def policy_gradients(actor_params: dict, mb: Batch, actor: Callable, config: PPOConfig,
+def policy_gradients(actor_params: dict, mb: Batch, nets: Networks, config: PPOConfig,
                      hp, beta: Array, names: Sequence[str]) -> Array:
     """``[len(names), num_actor_params]``: the gradient of each policy loss alone, flattened.
 
-    Advantages are normalised per minibatch exactly as :func:`purejaxppo.update.loss_fn` does.
+    Advantages are normalised per minibatch exactly as
+    :func:`purejaxppo.update.ppo_objective` does.
     """
-    adv = mb.advantages
-    if config.norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    adv = normalize_advantages(mb.advantages) if config.norm_adv else mb.advantages
 
     def grad_of(name: str) -> Array:
         def policy_loss(p: dict) -> Array:
-            log_prob = actor.apply(p, mb.obs).log_prob(mb.action)
+            log_prob = netlib.policy(nets, {"actor": p}, mb.obs).log_prob(mb.action)
             return policy_loss_value(name, log_prob, mb.log_prob, adv, hp, beta)
 
         return ravel_pytree(jax.grad(policy_loss)(actor_params))[0]
@@ -98,16 +100,18 @@ def _compiled(config: PPOConfig, names: tuple[str, ...], driver: str) -> Callabl
         # The first update of training, split as update_step splits its key.
         _, k_rollout, k_sgd = jax.random.split(state.key, 3)
         _, batch, _ = collect_batch(agent, state, hp, k_rollout)
+        beta = state.opt_state.kl_beta
+        ppo = ppo_objective(agent.nets, config, hp, beta)
 
-        def objective(params, mb, actor, critic, cfg, hp, beta):
-            loss, info = loss_fn(params, mb, actor, critic, cfg, hp, beta)
+        def objective(params: dict, mb: Batch):
+            loss, info = ppo(params, mb)
             # Measurement only: the gradients are taken at the current parameters, held fixed.
             actor_params = jax.lax.stop_gradient(params["actor"])
-            grads = policy_gradients(actor_params, mb, actor, cfg, hp, beta, names)
+            grads = policy_gradients(actor_params, mb, agent.nets, config, hp, beta, names)
             return loss, (*compare(grads, index_pairs), info.approx_kl)
 
-        _, _, stats = sgd_steps(state.params, state.opt_state, batch, k_sgd, hp.lr, agent.actor,
-                                agent.critic, config, hp, state.kl_beta, objective)
+        _, _, stats = sgd_steps(state.params, state.opt_state.adam, batch, k_sgd, hp, objective,
+                                config.update_epochs, config.num_minibatches)
         # [update_epochs, num_minibatches, ...] -> [num_steps, ...]
         return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stats)
 

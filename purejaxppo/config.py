@@ -41,11 +41,12 @@ HYPERPARAMS = Hyperparams._fields
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """PPO settings. Defaults are the standard CartPole-v1 setting (500k steps, ~1 s of compute)."""
+    """PPO settings. Defaults are the standard CartPole-v1 setting (976 updates of 512 steps)."""
 
     env: str = "CartPole-v1"
-    """gymnax environment id (Discrete or Box actions), e.g. CartPole-v1, Breakout-MinAtar."""
-    total_timesteps: int = 500_000
+    """Environment id: a gymnax id (e.g. CartPole-v1, Breakout-MinAtar) or one registered with
+    purejaxppo.envs.register."""
+    total_timesteps: int = 499_712
     """Environment steps in the whole run, summed over the parallel environments."""
     num_envs: int = 4
     """Parallel environments stepped in lock-step (vmap)."""
@@ -70,7 +71,8 @@ class PPOConfig:
     lr: float = 2.5e-4
     """Adam learning rate (the initial one when anneal_lr)."""
     anneal_lr: bool = True
-    """Anneal the learning rate linearly to 0 over the run."""
+    """Anneal the learning rate linearly over the run: update k (from 0) uses
+    lr * (1 - k / num_updates), so the last update uses lr / num_updates; never below 0."""
     policy_loss: str = "ppo_clip"
     """Policy loss, a name in purejaxppo.losses.POLICY_LOSSES."""
     norm_adv: bool = True
@@ -94,6 +96,9 @@ class PPOConfig:
     """TRPO: candidate steps of the backtracking line search (the full step, then shrunk ones)."""
     line_search_decay: float = 0.5
     """TRPO: each backtracking step shrinks the step by this factor, in (0, 1)."""
+    network: str = "mlp"
+    """Network architecture, a name in purejaxppo.networks.registered_networks(): 'mlp' (separate
+    MLPs), 'cnn' (a convolutional layer before the MLP, for [H, W, C] grids such as MinAtar's)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the actor and of the critic (separate networks)."""
     activation: str = "tanh"
@@ -154,7 +159,9 @@ def _validate(c: PPOConfig) -> None:
         if f.type == "bool" and not isinstance(value, bool):
             _fail(f.name, value, "must be true or false")
     if not isinstance(c.env, str) or not c.env:
-        _fail("env", c.env, "must be a gymnax environment id such as 'CartPole-v1'")
+        _fail("env", c.env, "must be an environment id such as 'CartPole-v1'")
+    if not isinstance(c.network, str) or not c.network:
+        _fail("network", c.network, "must be a network name such as 'mlp' or 'cnn'")
     for name in ("num_envs", "num_steps", "update_epochs", "num_minibatches", "total_timesteps"):
         if getattr(c, name) < 1:
             _fail(name, getattr(c, name), "must be a positive integer")

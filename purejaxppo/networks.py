@@ -1,16 +1,22 @@
-"""Actor and critic: separate MLPs (flax linen) with orthogonal initialisation."""
+"""Networks: the actor and critic modules, a registry of them by name, and their initialisation.
+
+Built in: ``"mlp"`` (separate MLPs, the default) and ``"cnn"`` (a convolutional torso each, for
+MinAtar-style grids). Register your own with :func:`register_network`, or pass
+``make_train(config, networks=Networks(actor=..., critic=...))``.
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from purejaxppo.distributions import Categorical, DiagGaussian
-from purejaxppo.env import EnvSpec
 
 Array = jax.Array
 
@@ -80,11 +86,189 @@ class Critic(nn.Module):
         return MLP(self.hidden_sizes, 1, self.activation, self.head_scale)(obs)[..., 0]
 
 
-def make_networks(spec: EnvSpec, hidden_sizes: Sequence[int], activation: str
-                  ) -> tuple[Actor, Critic]:
-    """The actor and critic for an environment."""
-    return (Actor(tuple(hidden_sizes), spec.action_size, spec.discrete, activation),
-            Critic(tuple(hidden_sizes), activation))
+class Networks(NamedTuple):
+    """The actor and the critic of one agent, as flax modules with separate parameters.
+
+    ``actor.apply(params["actor"], obs)`` returns the policy, a
+    :class:`~purejaxppo.distributions.Categorical` (Discrete actions) or
+    :class:`~purejaxppo.distributions.DiagGaussian` (Box actions); ``critic.apply(params["critic"],
+    obs)`` returns ``V(obs)`` without the last axis. ``obs`` is ``[..., obs_size]``: the flat float32
+    observation of :mod:`purejaxppo.envs` (a module that wants the raw shape, like a CNN,
+    reshapes it with ``env.obs_shape``). Every caller (rollout, objectives, TRPO, acting) goes
+    through :func:`policy_and_value`, :func:`policy` and :func:`value`, the one place a recurrent
+    network's carry will be threaded.
+    """
+
+    actor: nn.Module
+    critic: nn.Module
+
+
+NetworkFactory = Callable[[Any, Any], Networks]
+"""``factory(env, config) -> Networks``: builds the networks of an environment for a config."""
+
+
+def mlp_networks(env: Any, config: Any) -> Networks:
+    """Separate MLPs of ``config.hidden_sizes`` with ``config.activation`` (the default)."""
+    return Networks(actor=Actor(tuple(config.hidden_sizes), env.action_size, env.discrete,
+                                config.activation),
+                    critic=Critic(tuple(config.hidden_sizes), config.activation))
+
+
+class ConvTorso(nn.Module):
+    """``Conv(16, 3x3) -> act -> flatten -> MLP(hidden_sizes)`` over an ``[H, W, C]`` grid.
+
+    The layer of the MinAtar baselines (Young and Tian, 2019, arXiv:1903.03176), followed by the
+    configured hidden layers; orthogonal init with gain sqrt(2), zero biases.
+    """
+
+    obs_shape: tuple[int, ...]
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    features: int = 16
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Array:
+        act = ACTIVATION_FNS[self.activation]
+        batch = obs.shape[:-1]
+        x = obs.reshape(-1, *self.obs_shape)
+        x = nn.Conv(self.features, (3, 3), padding="VALID",
+                    kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
+                    bias_init=nn.initializers.zeros)(x)
+        x = act(x).reshape(x.shape[0], -1)
+        for width in self.hidden_sizes:
+            x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
+                             bias_init=nn.initializers.zeros)(x))
+        return x.reshape(*batch, x.shape[-1])
+
+
+def _head(width: int, scale: float) -> nn.Dense:
+    return nn.Dense(width, kernel_init=nn.initializers.orthogonal(scale),
+                    bias_init=nn.initializers.zeros)
+
+
+class CNNActor(nn.Module):
+    """The policy on a :class:`ConvTorso`: logits, or a Gaussian mean and a free ``log_std``."""
+
+    obs_shape: tuple[int, ...]
+    hidden_sizes: Sequence[int]
+    action_size: int
+    discrete: bool
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Categorical | DiagGaussian:
+        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation)(obs)
+        out = _head(self.action_size, Actor.head_scale)(x)
+        if self.discrete:
+            return Categorical(out)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
+        return DiagGaussian(out, log_std)
+
+
+class CNNCritic(nn.Module):
+    """``V(s)`` on a :class:`ConvTorso` of its own."""
+
+    obs_shape: tuple[int, ...]
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Array:
+        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation)(obs)
+        return _head(1, Critic.head_scale)(x)[..., 0]
+
+
+def cnn_networks(env: Any, config: Any) -> Networks:
+    """A :class:`ConvTorso` each for actor and critic, for ``[H, W, C]`` observations (MinAtar).
+
+    Raises:
+        ValueError: the observations are not 3-D grids.
+    """
+    if len(env.obs_shape) != 3:
+        raise ValueError(f"network='cnn' needs [height, width, channels] observations; "
+                         f"{env.env_id} observes shape {env.obs_shape}; use network='mlp'")
+    shape, hidden = tuple(env.obs_shape), tuple(config.hidden_sizes)
+    return Networks(actor=CNNActor(shape, hidden, env.action_size, env.discrete,
+                                   config.activation),
+                    critic=CNNCritic(shape, hidden, config.activation))
+
+
+_NETWORKS: dict[str, NetworkFactory] = {"mlp": mlp_networks, "cnn": cnn_networks}
+
+
+def register_network(name: str, factory: NetworkFactory) -> None:
+    """Makes ``PPOConfig(network=name)`` build ``factory(env, config)`` (replaces a same name).
+
+    Raises:
+        ValueError: an empty name or a factory that is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"network name {name!r} is invalid: give a non-empty string")
+    if not callable(factory):
+        raise ValueError(f"the factory of network {name!r} must be callable: "
+                         "factory(env, config) -> Networks")
+    _NETWORKS[name] = factory
+
+
+def registered_networks() -> list[str]:
+    """Names :func:`make_networks` accepts."""
+    return list(_NETWORKS)
+
+
+def make_networks(env: Any, config: Any) -> Networks:
+    """The networks ``config.network`` names, built for ``env``.
+
+    Raises:
+        ValueError: an unknown name (with the known ones), or a factory that returned something
+            other than :class:`Networks`.
+    """
+    name = config.network
+    if name not in _NETWORKS:
+        close = difflib.get_close_matches(name, list(_NETWORKS), n=2, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown network {name!r}.{hint} Known networks: "
+                         f"{', '.join(_NETWORKS)} (register your own with "
+                         "purejaxppo.networks.register_network)")
+    nets = _NETWORKS[name](env, config)
+    if not isinstance(nets, Networks):
+        raise ValueError(f"network {name!r}'s factory returned a {type(nets).__name__}; it must "
+                         "return purejaxppo.networks.Networks(actor=..., critic=...)")
+    return nets
+
+
+def policy(nets: Networks, params: dict, obs: Array) -> Categorical | DiagGaussian:
+    """The policy ``pi(. | obs)``."""
+    return nets.actor.apply(params["actor"], obs)
+
+
+def value(nets: Networks, params: dict, obs: Array) -> Array:
+    """``V(obs)``."""
+    return nets.critic.apply(params["critic"], obs)
+
+
+def policy_and_value(nets: Networks, params: dict, obs: Array
+                     ) -> tuple[Categorical | DiagGaussian, Array]:
+    """``(pi(. | obs), V(obs))``."""
+    return policy(nets, params, obs), value(nets, params, obs)
+
+
+def init_networks(key: Array, nets: Networks, obs_size: int) -> dict:
+    """``{"actor": ..., "critic": ...}`` initialised from ``key``.
+
+    The built-in MLPs use :func:`init_params` (one shared normal draw); any other modules their
+    own ``init`` with a key each.
+    """
+    if isinstance(nets.actor, Actor) and isinstance(nets.critic, Critic):
+        return init_params(key, nets.actor, nets.critic, obs_size)
+    dummy = jnp.zeros((obs_size,), jnp.float32)
+
+    def init_one(key: Array) -> dict:
+        k_actor, k_critic = jax.random.split(key)
+        return {"actor": nets.actor.init(k_actor, dummy),
+                "critic": nets.critic.init(k_critic, dummy)}
+
+    # One key after another under vmap, as init_params does (batched QR, see there).
+    return jax.custom_batching.sequential_vmap(init_one)(key)
 
 
 def orthogonal(z: Array, shape: tuple[int, int], gain: float) -> Array:
@@ -113,15 +297,12 @@ def init_params(key: Array, actor: Actor, critic: Critic, obs_size: int) -> dict
     The same distribution as the modules' own ``init`` (orthogonal kernels with
     :func:`layer_gains`, zero biases and ``log_std``), drawn differently: every kernel takes its
     slice of **one** normal draw, ``z ~ N(0, I)`` of the kernels' total size, and one QR per
-    kernel. flax's ``init`` folds a key per parameter, a threefry program per kernel; one draw
-    compiles in a quarter of the time (the init was a quarter of a CartPole run's compile).
+    kernel (flax's ``init`` folds a key per parameter: one threefry program per kernel, which
+    compiles several times slower).
 
-    Under ``jax.vmap`` the keys are initialised one after another (``sequential_vmap``): a
-    vmapped orthogonal initialiser would batch its QR factorisations, and jaxlib's batched LAPACK
-    kernels split their batch over XLA:CPU's intra-op thread pool and block waiting for it. Two
-    such kernels running at once (independent layers, or two devices) can occupy every worker of
-    a small pool and deadlock: on a 2-core host, 256 vmapped seeds on one device, or 2 seeds per
-    device on 2 devices, hung forever. Initialisation is a tiny part of training.
+    Under ``jax.vmap`` the keys are initialised one after another (``sequential_vmap``): batched
+    QR factorisations can deadlock XLA:CPU's intra-op thread pool on small hosts
+    (``benchmarks/NOTES.md``).
     """
     dummy = jnp.zeros((obs_size,))
     nets = {"actor": actor, "critic": critic}

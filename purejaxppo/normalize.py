@@ -12,44 +12,45 @@ Array = jax.Array
 CLIP = 10.0
 """Normalised observations and rewards are clipped to [-CLIP, CLIP]."""
 EPS = 1e-8
+PRIOR_COUNT = 1e-4
+"""Weight of the initial statistics (mean 0, var 1): tiny, so the first batch dominates."""
+MAX_COUNT = 2**31 - 1
+"""The sample count saturates here (the weight of a new batch is then below 1e-9 anyway)."""
 
 
 class RunningStats(NamedTuple):
-    """Mean, variance and count of everything seen so far (Chan et al.'s parallel update)."""
+    """Mean and variance of everything seen so far (Chan et al.'s parallel update)."""
 
     mean: Array
     var: Array
     count: Array
+    """Samples merged so far, int32: exact up to :data:`MAX_COUNT` (a float32 count stops
+    growing at 2^24 and would turn the mean into a moving average)."""
 
 
 def init_stats(shape: tuple[int, ...] = ()) -> RunningStats:
-    """Stats before any data: mean 0, var 1, a tiny count so the first batch dominates."""
+    """Stats before any data: mean 0, var 1, count 0."""
     f32 = jnp.float32
-    return RunningStats(jnp.zeros(shape, f32), jnp.ones(shape, f32), jnp.asarray(1e-4, f32))
+    return RunningStats(mean=jnp.zeros(shape, f32), var=jnp.ones(shape, f32),
+                        count=jnp.zeros((), jnp.int32))
 
 
-def update_stats(stats: RunningStats, batch: Array, axis_name: str | None = None) -> RunningStats:
+def update_stats(stats: RunningStats, batch: Array) -> RunningStats:
     """Merges a batch (leading axis = samples) into the stats.
 
-    With ``d = mean_b - mean``, ``n = count + n_b``:
-    ``mean' = mean + d n_b / n`` and ``var' = (var count + var_b n_b + d^2 count n_b / n) / n``.
-
-    With ``axis_name`` (inside ``shard_map``) the batch is the union of every device's equal-size
-    shard: ``mean_b`` is the mean of the shards' means and ``var_b`` the mean of
-    ``var_shard + (mean_shard - mean_b)^2``, so every device holds the same stats.
+    With ``m = count + PRIOR_COUNT`` the weight of the stats so far, ``d = mean_b - mean`` and
+    ``n = m + n_b``: ``mean' = mean + d n_b / n`` and
+    ``var' = (var m + var_b n_b + d^2 m n_b / n) / n``.
     """
     n_b = batch.shape[0]
     mean_b, var_b = jnp.mean(batch, axis=0), jnp.var(batch, axis=0)
-    if axis_name is not None:
-        shard_mean = mean_b
-        mean_b = jax.lax.pmean(shard_mean, axis_name)
-        var_b = jax.lax.pmean(var_b + jnp.square(shard_mean - mean_b), axis_name)
-        n_b = n_b * jax.lax.psum(1, axis_name)
-    total = stats.count + n_b
+    old = stats.count.astype(jnp.float32) + PRIOR_COUNT
+    total = old + n_b
     delta = mean_b - stats.mean
     mean = stats.mean + delta * n_b / total
-    m2 = stats.var * stats.count + var_b * n_b + jnp.square(delta) * stats.count * n_b / total
-    return RunningStats(mean, m2 / total, total)
+    m2 = stats.var * old + var_b * n_b + jnp.square(delta) * old * n_b / total
+    count = stats.count + jnp.minimum(n_b, MAX_COUNT - stats.count)
+    return RunningStats(mean=mean, var=m2 / total, count=count)
 
 
 def normalize(stats: RunningStats, x: Array) -> Array:

@@ -1,8 +1,9 @@
 """Many devices: independent runs sharded over a mesh, and data parallelism within one run.
 
-Both use ``jax.shard_map`` over a :class:`jax.sharding.Mesh` of ``jax.devices()``; with
-``jax.distributed.initialize()`` called first, that list spans every host and the same code runs
-multi-host. Nothing here uses ``pmap``.
+Both use JAX's own partitioning over a :class:`jax.sharding.Mesh` of ``jax.devices()``
+(``jax.shard_map`` for independent runs, ``jax.jit``'s partitioner for one run's environments);
+with ``jax.distributed.initialize()`` called first, that list spans every host and the same code
+runs multi-host. Nothing here uses ``pmap``.
 
 * :func:`shard_runs` splits a batch of independent runs (seeds, sweep points) over the devices.
   Each device trains its slice with ``vmap``; there is no communication.
@@ -10,10 +11,8 @@ multi-host. Nothing here uses ``pmap``.
   by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
   sweep or of the command line's seeds spread over the cores.
 * :func:`compiler_options`: per-program XLA options that shorten compile time on CPU.
-* :func:`make_train_data_parallel` splits the environments of *one* run over the devices. Each
-  device steps its environments and computes gradients on its shard of every minibatch; gradients,
-  advantage and observation/reward normalisation statistics, episode counts and diagnostics are
-  averaged with ``lax.pmean``/``psum``, so the parameters stay identical on every device.
+* :func:`make_train_data_parallel` splits the environments of *one* run over the devices; the
+  partitioner of ``jax.jit`` adds the collectives, so the parameters are one replicated value.
 """
 
 from __future__ import annotations
@@ -24,13 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.rollout import EnvCarry
-from purejaxppo.train import TrainResult, TrainState, init_state, make_agent, update_step
+from purejaxppo.train import TrainResult, TrainState, make_init, make_update
 
 Array = jax.Array
 
@@ -40,9 +38,9 @@ def use_cpu_cores(count: int | None = None) -> int:
 
     JAX's CPU backend shows one device, and XLA:CPU runs a PPO program of small matrices on
     about one core whatever the batch, so on a CPU host independent runs (seeds, sweep points)
-    are faster split over one device per core: :func:`purejaxppo.sweeps.sweep` and the command
-    line do that whenever there are several devices (CartPole-v1, 16 seeds on a 2-core
-    CPU: 221k -> 421k env steps/s; ``benchmarks/results/throughput.md``). It sets
+    are faster split over one device per core (``benchmarks/results/throughput.md``):
+    :func:`purejaxppo.sweeps.sweep` and the command line do that whenever there are several
+    devices. It sets
     ``jax_num_cpu_devices``, which must happen before JAX runs anything; call it right after
     ``import jax``. It does nothing to GPUs and TPUs, which are the devices whenever present.
 
@@ -77,9 +75,8 @@ def compiler_options(platform: str | None = None) -> dict[str, Any]:
 
     On CPU: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
     (``xla_backend_optimization_level=1``). The matrix products run in library kernels the level
-    does not touch, so run time does not change while compile time drops (CartPole-v1, default
-    config: 5.2 -> 4.3 s for one seed, 7.0 -> 4.7 s for 16 vmapped seeds, run within noise;
-    Breakout-MinAtar and Pendulum-v1 presets alike; ``benchmarks/NOTES.md``). The command line,
+    does not touch, so compile time drops and results are the same bit for bit (measurements in
+    ``benchmarks/NOTES.md``). The command line,
     :func:`purejaxppo.sweeps.sweep` and the benchmarks compile with these; pass them to your own
     ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect. Elsewhere (GPU, TPU), and
     for ``platform`` other than ``"cpu"``, there are none: ``{}``.
@@ -160,34 +157,13 @@ def shard_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
-def state_specs(state: TrainState, axis_name: str) -> TrainState:
-    """Partition specs of a data-parallel train state: environments split, the rest replicated.
-
-    Every leaf of ``state.env`` has a leading environment axis except the normalisation
-    statistics, which are shared by all environments.
-    """
-    replicated = jax.tree.map(lambda _: PartitionSpec(), state)
-    env: EnvCarry = jax.tree.map(lambda _: PartitionSpec(axis_name), state.env)
-    normalizer = env.normalizer._replace(obs=replicated.env.normalizer.obs,
-                                         ret=replicated.env.normalizer.ret)
-    return replicated._replace(env=env._replace(normalizer=normalizer))
-
-
-def local_config(config: PPOConfig, num_devices: int) -> PPOConfig:
-    """The settings one device runs under data parallelism: ``num_envs / num_devices`` envs.
-
-    Raises:
-        ValueError: if the environments or the minibatches do not split evenly.
-    """
-    if config.num_envs % num_devices:
-        raise ValueError(f"num_envs={config.num_envs} must be divisible by the {num_devices} "
-                         "devices of the data-parallel axis")
-    num_envs = config.num_envs // num_devices
-    if (num_envs * config.num_steps) % config.num_minibatches:
-        raise ValueError(f"each device's batch, {num_envs} envs x {config.num_steps} steps, must "
-                         f"split into num_minibatches={config.num_minibatches}")
-    return config.replace(num_envs=num_envs,
-                          total_timesteps=config.num_updates * num_envs * config.num_steps)
+def env_carry_sharding(env_carry: EnvCarry, mesh: Mesh, axis_name: str) -> EnvCarry:
+    """Shardings of an environment carry: environments split over ``axis_name``; the
+    normalisation statistics, shared by every environment, replicated."""
+    split = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec(axis_name)), env_carry)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    stats = jax.tree.map(lambda _: replicated, (env_carry.normalizer.obs, env_carry.normalizer.ret))
+    return split._replace(normalizer=split.normalizer._replace(obs=stats[0], ret=stats[1]))
 
 
 def make_train_data_parallel(config: PPOConfig, mesh: Mesh, axis_name: str | None = None
@@ -195,40 +171,36 @@ def make_train_data_parallel(config: PPOConfig, mesh: Mesh, axis_name: str | Non
     """Builds ``train(key, hparams=None) -> TrainResult`` for one run split over ``mesh``.
 
     The environments are split over ``axis_name`` (the mesh's first axis by default), each
-    device holding ``num_envs / n`` of them; minibatches are the union of the devices' shards,
-    so the global minibatch size is ``config.minibatch_size`` as on one device. Per minibatch,
-    ``grad = pmean_devices(grad of the device's shard)``, which equals the gradient of the whole
-    minibatch because the shards have equal size. Wrap the result in ``jax.jit``.
+    device stepping ``num_envs / n`` of them; everything else is replicated. The program is
+    :func:`purejaxppo.make_train`'s, unchanged, with the environment carry constrained to that
+    sharding at every update (``jax.lax.with_sharding_constraint``): ``jax.jit``'s partitioner
+    places the computation and inserts the collectives (the minibatch gradients, advantage
+    normalisation and running statistics of the whole batch), so no part of the library knows
+    about devices. The run is the single-device run's computation, equal to it up to the order
+    of floating-point sums. Wrap the result in ``jax.jit``.
 
-    The state starts exactly as a single-device run's (same parameters, same environments). The
-    actions and shuffles then differ (each device folds its index into the keys), so a run is a
-    different sample of the same algorithm, not a bitwise copy of the single-device run.
-
-    Returns:
-        ``train``; its ``TrainResult`` holds parameters replicated on every device, the
-        environments sharded, and metrics as on one device (``explained_variance`` is the mean of
-        the devices' values).
+    Raises:
+        ValueError: ``num_envs`` does not divide by the devices of ``axis_name``.
     """
-    if getattr(config, "update_rule", "ppo") != "ppo":
-        raise ValueError("data parallelism supports update_rule='ppo' only")
     axis = mesh.axis_names[0] if axis_name is None else axis_name
-    agent = make_agent(config)
-    local = make_agent(local_config(config, mesh.shape[axis]))
+    if config.num_envs % mesh.shape[axis]:
+        raise ValueError(f"num_envs={config.num_envs} must be divisible by the "
+                         f"{mesh.shape[axis]} devices of the data-parallel axis {axis!r}")
+    init, update = make_init(config), make_update(config)
 
-    def run(state: TrainState, hp: Hyperparams):
-        return jax.lax.scan(lambda s, _: update_step(local, s, hp, axis_name=axis), state, None,
-                            length=config.num_updates)
+    def constrain(state: TrainState) -> TrainState:
+        shardings = env_carry_sharding(state.env_carry, mesh, axis)
+        return state._replace(
+            env_carry=jax.lax.with_sharding_constraint(state.env_carry, shardings))
+
+    def step(state: TrainState, hp: Hyperparams):
+        state, metrics = update(constrain(state), hp)
+        return constrain(state), metrics
 
     def train(key: Array, hparams: Hyperparams | None = None) -> TrainResult:
         hp = config.hyperparams() if hparams is None else hparams
-        hp = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hp)
-        state = init_state(agent, key, hp)
-        specs = state_specs(state, axis)
-        # check_vma=False: replication of the parameters is kept by the pmeans in update_step
-        # (and tested), not inferred by the type system.
-        state, metrics = jax.shard_map(
-            run, mesh=mesh, in_specs=(specs, PartitionSpec()),
-            out_specs=(specs, PartitionSpec()), check_vma=False)(state, hp)
-        return TrainResult(state, metrics)
+        state, metrics = jax.lax.scan(lambda s, _: step(s, hp), constrain(init(key, hp)), None,
+                                      length=config.num_updates)
+        return TrainResult(state=state, metrics=metrics)
 
     return train

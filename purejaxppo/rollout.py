@@ -7,11 +7,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo import env as envlib
+from purejaxppo import networks as netlib
 from purejaxppo import normalize as norm
 from purejaxppo.distributions import Categorical, DiagGaussian
-from purejaxppo.env import EnvSpec
-from purejaxppo.networks import Actor, Critic
+from purejaxppo.envs import Env
 
 Array = jax.Array
 
@@ -73,13 +72,23 @@ class EpisodeSums(NamedTuple):
     count: Array
 
 
-def init_env_carry(spec: EnvSpec, key: Array, num_envs: int) -> EnvCarry:
+def reset_batch(env: Env, keys: Array) -> tuple[Array, Any]:
+    """``env.reset`` of a batch of keys of any shape: flat observations and states."""
+    fn = env.reset
+    for _ in range(keys.ndim):
+        fn = jax.vmap(fn)
+    return fn(keys)
+
+
+def init_env_carry(env: Env, key: Array, num_envs: int) -> EnvCarry:
     """Resets ``num_envs`` environments."""
-    obs, env_state = envlib.reset(spec, jax.random.split(key, num_envs))
+    obs, env_state = reset_batch(env, jax.random.split(key, num_envs))
     zeros = jnp.zeros((num_envs,), jnp.float32)
-    normalizer = Normalizer(norm.init_stats((spec.obs_size,)), norm.init_stats(), zeros)
-    return EnvCarry(env_state, obs, EpisodeTracker(zeros, jnp.zeros((num_envs,), jnp.int32)),
-                    normalizer)
+    normalizer = Normalizer(obs=norm.init_stats((env.obs_size,)), ret=norm.init_stats(),
+                            discounted_return=zeros)
+    return EnvCarry(env_state=env_state, obs=obs,
+                    episode=EpisodeTracker(ret=zeros, length=jnp.zeros((num_envs,), jnp.int32)),
+                    normalizer=normalizer)
 
 
 def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
@@ -87,62 +96,67 @@ def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
     return norm.normalize(normalizer.obs, obs) if normalize_obs else obs
 
 
-def collect(spec: EnvSpec, actor: Actor, critic: Critic, params: dict, carry: EnvCarry,
-            key: Array, num_steps: int, gamma: Array, normalize_obs: bool,
-            normalize_reward: bool, axis_name: str | None = None
+def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key: Array,
+            num_steps: int, gamma: Array, normalize_obs: bool, normalize_reward: bool
             ) -> tuple[EnvCarry, Transition, EpisodeSums]:
     """Runs ``num_steps`` steps of every environment under the current policy.
 
-    All randomness (action noise, env step keys) is drawn before the scan in two batched calls.
-    With ``axis_name`` (data parallelism) the environments are this device's shard and the
-    normalisation statistics are updated with every device's observations and returns.
+    All randomness (action noise, env step keys and, when they fit in
+    :data:`PREDRAWN_RESET_BYTES`, the reset states of episodes that end) is drawn before the scan
+    in batched calls.
 
     Returns:
         ``(carry, transitions [num_steps, num_envs, ...], sums of finished episodes)``.
     """
     num_envs = carry.obs.shape[0]
     k_noise, k_env, k_reset = jax.random.split(key, 3)
-    dist_cls = Categorical if spec.discrete else DiagGaussian
-    noise = dist_cls.noise(k_noise, (num_steps, num_envs), spec.action_size)
+    dist_cls = Categorical if env.discrete else DiagGaussian
+    noise = dist_cls.noise(k_noise, (num_steps, num_envs), env.action_size)
     env_keys = jax.random.split(k_env, (num_steps, num_envs))
     resets = None
-    if num_steps * num_envs * envlib.reset_nbytes(spec) <= PREDRAWN_RESET_BYTES:
-        resets = envlib.reset_batch(spec, jax.random.split(k_reset, (num_steps, num_envs)))
+    if num_steps * num_envs * env.state_nbytes() <= PREDRAWN_RESET_BYTES:
+        resets = reset_batch(env, jax.random.split(k_reset, (num_steps, num_envs)))
+    env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None if resets is None else 0))
 
     def step(state: tuple[EnvCarry, EpisodeSums], xs: tuple[Array, Array, Any]):
         c, sums = state
         step_noise, step_keys, step_resets = xs
         normalizer = c.normalizer
         if normalize_obs:
-            normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs, axis_name))
+            normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
         obs = observe(normalizer, c.obs, normalize_obs)
-        dist = actor.apply(params["actor"], obs)
-        value = critic.apply(params["critic"], obs)
+        dist, value = netlib.policy_and_value(nets, params, obs)
         action = dist.sample(step_noise)
         log_prob = dist.log_prob(action)
-        next_obs, env_state, reward, terminated, truncated, final_obs = envlib.step(
-            spec, step_keys, c.env_state, action, step_resets)
+        next_obs, env_state, reward, terminated, truncated, final_obs = env_step(
+            step_keys, c.env_state, action, step_resets)
         done = terminated | truncated
 
         ep_ret = c.episode.ret + reward
         ep_len = c.episode.length + 1
-        sums = EpisodeSums(sums.ret + jnp.sum(jnp.where(done, ep_ret, 0.0)),
-                           sums.length + jnp.sum(jnp.where(done, ep_len, 0), dtype=jnp.int32),
-                           sums.count + jnp.sum(done, dtype=jnp.int32))
-        episode = EpisodeTracker(jnp.where(done, 0.0, ep_ret), jnp.where(done, 0, ep_len))
+        sums = EpisodeSums(ret=sums.ret + jnp.sum(jnp.where(done, ep_ret, 0.0)),
+                           length=sums.length + jnp.sum(jnp.where(done, ep_len, 0),
+                                                        dtype=jnp.int32),
+                           count=sums.count + jnp.sum(done, dtype=jnp.int32))
+        episode = EpisodeTracker(ret=jnp.where(done, 0.0, ep_ret),
+                                 length=jnp.where(done, 0, ep_len))
 
         learn_reward = reward
         if normalize_reward:
             disc = normalizer.discounted_return * gamma + reward
-            ret_stats = norm.update_stats(normalizer.ret, disc, axis_name)
+            ret_stats = norm.update_stats(normalizer.ret, disc)
             learn_reward = norm.scale(ret_stats, reward)
-            normalizer = Normalizer(normalizer.obs, ret_stats, jnp.where(done, 0.0, disc))
+            normalizer = Normalizer(obs=normalizer.obs, ret=ret_stats,
+                                    discounted_return=jnp.where(done, 0.0, disc))
 
-        transition = Transition(obs, action, log_prob, value, learn_reward, terminated, truncated,
-                                observe(normalizer, final_obs, normalize_obs))
-        return (EnvCarry(env_state, next_obs, episode, normalizer), sums), transition
+        transition = Transition(obs=obs, action=action, log_prob=log_prob, value=value,
+                                reward=learn_reward, terminated=terminated, truncated=truncated,
+                                final_obs=observe(normalizer, final_obs, normalize_obs))
+        carry = EnvCarry(env_state=env_state, obs=next_obs, episode=episode,
+                         normalizer=normalizer)
+        return (carry, sums), transition
 
     zero = jnp.zeros((), jnp.float32)
-    sums0 = EpisodeSums(zero, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    sums0 = EpisodeSums(ret=zero, length=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32))
     (carry, sums), transitions = jax.lax.scan(step, (carry, sums0), (noise, env_keys, resets))
     return carry, transitions, sums

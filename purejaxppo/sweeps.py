@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
+from purejaxppo.metrics import final_return, final_window
 from purejaxppo.parallel import compiler_options, device_mesh, dividing_devices, shard_runs
 from purejaxppo.train import TrainResult, as_key, make_train
 
@@ -32,17 +32,6 @@ Array = jax.Array
 
 SWEEPABLE = (*HYPERPARAMS, "policy_loss")
 """Grid keys one program can sweep: the traced hyperparameters and the policy loss."""
-
-FINAL_FRACTION = 0.05
-"""A run's final return is its mean ``episode_return`` over this last fraction of updates."""
-
-
-def final_return(episode_return: np.ndarray) -> np.ndarray:
-    """Mean of the last 5% (at least one) of ``episode_return [..., num_updates]``."""
-    n = episode_return.shape[-1]
-    last = max(1, math.floor(FINAL_FRACTION * n))
-    return np.mean(episode_return[..., n - last:], axis=-1)
-
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class SweepResult:
@@ -63,7 +52,8 @@ class SweepResult:
         return tuple(len(self.values[a]) for a in self.axes)
 
     def final_returns(self) -> np.ndarray:
-        """Final return of every run, ``[*grid shape, num_seeds]`` (see :func:`final_return`)."""
+        """Final return of every run, ``[*grid shape, num_seeds]``
+        (:func:`purejaxppo.metrics.final_return`)."""
         return final_return(to_host(self.result.metrics["episode_return"]))
 
     def table(self) -> list[dict[str, Any]]:
@@ -85,11 +75,12 @@ class SweepResult:
         for index in itertools.product(*(range(n) for n in self.shape[:-1])):
             r = returns[index]
             cells = [_fmt(self.values[k][i]) for k, i in zip(keys, index, strict=True)]
-            cells += [f"{r.mean():.1f} ± {r.std():.1f}", f"{r.min():.1f}", f"{r.max():.1f}"]
+            cells += [f"{np.mean(r):.1f} ± {np.std(r):.1f}", f"{np.min(r):.1f}",
+                      f"{np.max(r):.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
         n = self.config.num_updates
-        lines.append(f"\nFinal return: mean episode return over the last "
-                     f"{max(1, math.floor(FINAL_FRACTION * n))} of {n} updates.")
+        lines.append(f"\nFinal return: mean episode return over the last {final_window(n)} of "
+                     f"{n} updates.")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -133,7 +124,7 @@ def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
         for v in values:
             config.replace(**{key: v})  # PPOConfig's own validation names field, value and range
         checked[key] = values
-    if "policy_loss" in checked and getattr(config, "update_rule", "ppo") != "ppo":
+    if "policy_loss" in checked and config.update_rule != "ppo":
         raise ValueError(f"policy_loss cannot be swept with update_rule={config.update_rule!r}")
     return checked
 

@@ -9,28 +9,26 @@ Data flows one way: config -> env -> rollout -> advantages -> losses -> update -
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from purejaxppo import envs, trpo
 from purejaxppo import rollout as rollout_lib
-from purejaxppo import trpo
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.env import EnvSpec, make_env
+from purejaxppo.envs import Env
 from purejaxppo.losses import get_policy_loss
-from purejaxppo.metrics import explained_variance, mean_or_last
-from purejaxppo.networks import Actor, Critic, init_params, make_networks
+from purejaxppo.metrics import COMMON_METRICS, explained_variance, mean_or_last
+from purejaxppo.networks import Networks, init_networks, make_networks, value
 from purejaxppo.update import (
+    PPO_METRICS,
     Batch,
     PolicyLossSwitch,
-    adapt_kl_beta,
-    loss_fn,
-    make_optimizer,
-    sgd_epochs,
+    UpdateRule,
+    make_ppo_rule,
 )
 
 Array = jax.Array
@@ -42,17 +40,16 @@ class TrainState(NamedTuple):
     params: dict
     """``{"actor": ..., "critic": ...}`` flax parameters."""
     opt_state: Any
-    """optax state (global-norm clipping, Adam moments)."""
-    env: rollout_lib.EnvCarry
+    """The update rule's state: :class:`purejaxppo.update.PPOState` (Adam, KL coefficient) for
+    PPO, the critic's Adam state for TRPO."""
+    env_carry: rollout_lib.EnvCarry
     """Env states, last observations, episode trackers and normalisation statistics."""
-    kl_beta: Array
-    """KL penalty coefficient (adapted only when policy_loss is 'kl_penalty')."""
     last_return: Array
-    """Mean return of the last update in which an episode finished."""
+    """Mean return of the last update in which an episode finished; NaN before the first."""
     last_length: Array
-    """Mean length of the last update in which an episode finished."""
-    update: Array
-    """Updates done so far."""
+    """Mean length of the last update in which an episode finished; NaN before the first."""
+    updates_done: Array
+    """How many updates have been done (int32)."""
     key: Array
     """PRNG key for the next update."""
     first_nonfinite: Array
@@ -76,9 +73,8 @@ class Agent(NamedTuple):
     """The static pieces training is built from."""
 
     config: PPOConfig
-    spec: EnvSpec
-    actor: Actor
-    critic: Critic
+    env: Env
+    nets: Networks
 
 
 def all_finite(tree: Any) -> Array:
@@ -86,11 +82,35 @@ def all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_agent(config: PPOConfig) -> Agent:
-    """Creates (and checks) the environment and the networks for ``config``."""
-    spec = make_env(config.env)
-    actor, critic = make_networks(spec, config.hidden_sizes, config.activation)
-    return Agent(config, spec, actor, critic)
+def make_agent(config: PPOConfig, networks: Networks | None = None) -> Agent:
+    """Creates (and checks) the environment and the networks for ``config``.
+
+    Args:
+        networks: the actor and critic modules; by default ``config.network``'s
+            (:func:`purejaxppo.networks.make_networks`).
+    """
+    env = envs.make(config.env)
+    nets = make_networks(env, config) if networks is None else networks
+    if not isinstance(nets, Networks):
+        raise ValueError(f"networks must be purejaxppo.networks.Networks(actor=..., critic=...), "
+                         f"got {type(nets).__name__}")
+    return Agent(config=config, env=env, nets=nets)
+
+
+def make_rule(agent: Agent, switch: PolicyLossSwitch | None = None) -> UpdateRule:
+    """The update rule ``agent.config.update_rule`` names."""
+    if agent.config.update_rule == "trpo":
+        return trpo.make_trpo_rule(agent.nets, agent.config)
+    return make_ppo_rule(agent.nets, agent.config, switch)
+
+
+def metric_names(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
+                 ) -> tuple[str, ...]:
+    """The keys of ``TrainResult.metrics`` for ``config`` (common ones, then the rule's)."""
+    if config.update_rule == "trpo":
+        return (*COMMON_METRICS, *trpo.TRPO_METRICS)
+    kl = ("kl_beta",) if "kl_penalty" in (policy_losses or (config.policy_loss,)) else ()
+    return (*COMMON_METRICS, *PPO_METRICS, *kl)
 
 
 def as_key(key: Array) -> Array:
@@ -107,32 +127,39 @@ def as_key(key: Array) -> Array:
 def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
     """The train state before the first update."""
     k_params, k_env, k_train = jax.random.split(as_key(key), 3)
-    params = init_params(k_params, agent.actor, agent.critic, agent.spec.obs_size)
-    opt_state = make_optimizer(hp.max_grad_norm).init(params)
-    env = rollout_lib.init_env_carry(agent.spec, k_env, agent.config.num_envs)
-    zero = jnp.zeros((), jnp.float32)
-    return TrainState(params, opt_state, env, jnp.asarray(hp.kl_beta_init, jnp.float32), zero,
-                      zero, jnp.zeros((), jnp.int32), k_train, jnp.full((), -1, jnp.int32))
+    params = init_networks(k_params, agent.nets, agent.env.obs_size)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    return TrainState(
+        params=params,
+        opt_state=make_rule(agent).init(params, hp),
+        env_carry=rollout_lib.init_env_carry(agent.env, k_env, agent.config.num_envs),
+        last_return=nan,
+        last_length=nan,
+        updates_done=jnp.zeros((), jnp.int32),
+        key=k_train,
+        first_nonfinite=jnp.full((), -1, jnp.int32),
+    )
 
 
-def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array,
-                  axis_name: str | None = None
-                  ) -> tuple[rollout_lib.EnvCarry, Batch, rollout_lib.EpisodeSums]:
-    """A rollout under ``state.params``, with GAE advantages and value targets, as a flat batch.
+def collect(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
+            ) -> tuple[rollout_lib.EnvCarry, rollout_lib.Transition, rollout_lib.EpisodeSums]:
+    """Stage 1: a rollout of ``num_steps`` steps under ``state.params``."""
+    config = agent.config
+    return rollout_lib.collect(agent.env, agent.nets, state.params, state.env_carry, key,
+                               config.num_steps, hp.gamma, config.normalize_obs,
+                               config.normalize_reward)
 
-    Returns:
-        ``(env carry after the rollout, batch [num_envs * num_steps], finished-episode sums)``.
+
+def advantages_batch(agent: Agent, params: dict, env_carry: rollout_lib.EnvCarry,
+                     traj: rollout_lib.Transition, hp: Hyperparams) -> Batch:
+    """Stage 2: GAE advantages and value targets, as a flat batch ``[num_envs * num_steps]``.
+
+    Truncated episodes bootstrap from ``V(final_obs)``, computed in one batched call.
     """
-    config, actor, critic = agent.config, agent.actor, agent.critic
-    params = state.params
-    env, traj, episodes = rollout_lib.collect(
-        agent.spec, actor, critic, params, state.env, key, config.num_steps, hp.gamma,
-        config.normalize_obs, config.normalize_reward, axis_name)
-
-    last_obs = rollout_lib.observe(env.normalizer, env.obs, config.normalize_obs)
-    last_value = critic.apply(params["critic"], last_obs)
-    # V of the states truncated episodes were cut in, in one batched call after the scan.
-    final_values = critic.apply(params["critic"], traj.final_obs)
+    config, nets = agent.config, agent.nets
+    last_obs = rollout_lib.observe(env_carry.normalizer, env_carry.obs, config.normalize_obs)
+    last_value = value(nets, params, last_obs)
+    final_values = value(nets, params, traj.final_obs)
     next_values = bootstrap_values(traj.value, last_value, final_values, traj.terminated,
                                    traj.truncated)
     advantages, targets = gae(traj.reward, traj.value, next_values,
@@ -141,71 +168,60 @@ def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array,
     def flat(x: Array) -> Array:
         return x.reshape(config.batch_size, *x.shape[2:])
 
-    batch = Batch(flat(traj.obs), flat(traj.action), flat(traj.log_prob), flat(traj.value),
-                  flat(advantages), flat(targets))
-    return env, batch, episodes
+    return Batch(obs=flat(traj.obs), action=flat(traj.action), log_prob=flat(traj.log_prob),
+                 value=flat(traj.value), advantages=flat(advantages), targets=flat(targets))
+
+
+def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array
+                  ) -> tuple[rollout_lib.EnvCarry, Batch, rollout_lib.EpisodeSums]:
+    """Stages 1 and 2: ``(env carry after the rollout, batch, finished-episode sums)``."""
+    env_carry, traj, episodes = collect(agent, state, hp, key)
+    return env_carry, advantages_batch(agent, state.params, env_carry, traj, hp), episodes
+
+
+def annealed_hparams(config: PPOConfig, hp: Hyperparams, updates_done: Array) -> Hyperparams:
+    """``hp`` with this update's learning rate: ``lr * max(1 - k / num_updates, 0)`` for
+    update ``k`` (from 0) when ``config.anneal_lr``, else ``lr``."""
+    if not config.anneal_lr:
+        return hp
+    return hp._replace(lr=hp.lr * jnp.maximum(1.0 - updates_done / config.num_updates, 0.0))
+
+
+def guard_nonfinite(state: TrainState, new_params: dict, opt_state: Any,
+                    metrics: dict[str, Array]) -> tuple[dict, Any, Array, Array]:
+    """Stage 4: a NaN/Inf in the new parameters or the rule's metrics stops learning.
+
+    Returns:
+        ``(params, opt_state, finite, first_nonfinite)``: the new ones if this and every earlier
+        update were finite, else the last finite ones; ``first_nonfinite`` records the first bad
+        update.
+    """
+    floats = [m for m in metrics.values() if jnp.issubdtype(m.dtype, jnp.floating)]
+    finite = all_finite((new_params, floats))
+    healthy = finite & (state.first_nonfinite < 0)
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(healthy, new, old),
+                                     (new_params, opt_state), (state.params, state.opt_state))
+    first = jnp.where((state.first_nonfinite < 0) & ~finite, state.updates_done,
+                      state.first_nonfinite)
+    return params, opt_state, finite, first
 
 
 def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
-                switch: PolicyLossSwitch | None = None, axis_name: str | None = None
-                ) -> tuple[TrainState, dict[str, Array]]:
-    """One iteration: collect a rollout, compute advantages, run the SGD epochs (or TRPO).
+                switch: PolicyLossSwitch | None = None) -> tuple[TrainState, dict[str, Array]]:
+    """One iteration, in stages: collect, advantages, update rule, non-finite guard, metrics.
 
     Args:
         switch: picks the policy loss by a (traced) index; ``config.policy_loss`` when None.
-        axis_name: data parallelism inside ``shard_map``: ``agent.config.num_envs`` is this
-            device's share of the environments; gradients, normalisation statistics, episode
-            sums, the KL of ``kl_penalty`` and the diagnostics are averaged over the axis, so the
-            parameters stay identical on every device.
     """
-    config, actor, critic = agent.config, agent.actor, agent.critic
-    key, k_rollout, k_sgd = jax.random.split(state.key, 3)
-    if axis_name is not None:
-        # The key is replicated: give each device its own actions, env steps and shuffles.
-        device = jax.lax.axis_index(axis_name)
-        k_rollout, k_sgd = jax.random.fold_in(k_rollout, device), jax.random.fold_in(k_sgd, device)
-    params = state.params
-    env, batch, episodes = collect_batch(agent, state, hp, k_rollout, axis_name)
-    if axis_name is not None:
-        episodes = jax.tree.map(lambda x: jax.lax.psum(x, axis_name), episodes)
-
-    frac = 1.0 - state.update / config.num_updates if config.anneal_lr else 1.0
-    lr = hp.lr * frac
-    if config.update_rule == "trpo":
-        new_params, opt_state, info, trpo_info = trpo.trpo_update(
-            params, state.opt_state, batch, k_sgd, lr, actor, critic, config, hp)
-    else:
-        objective = loss_fn
-        if switch is not None or axis_name is not None:
-            objective = functools.partial(loss_fn, switch=switch, axis_name=axis_name)
-        new_params, opt_state, info = sgd_epochs(params, state.opt_state, batch, k_sgd, lr,
-                                                 actor, critic, config, hp, state.kl_beta,
-                                                 objective, axis_name)
-        trpo_info = trpo.TRPOInfo.zeros()
-    if axis_name is not None:
-        info = jax.lax.pmean(info, axis_name)
-
-    kl_beta = state.kl_beta
-    if (config.policy_loss == "kl_penalty" if switch is None else "kl_penalty" in switch.names):
-        # KL of the whole update, measured with the new parameters on the rollout's samples.
-        new_log_prob = actor.apply(new_params["actor"], batch.obs).log_prob(batch.action)
-        log_ratio = new_log_prob - batch.log_prob
-        kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
-        if axis_name is not None:
-            kl = jax.lax.pmean(kl, axis_name)
-        kl_beta = adapt_kl_beta(kl_beta, kl, hp.kl_target)
-        if switch is not None:
-            kl_beta = jnp.where(switch.selects("kl_penalty"), kl_beta, state.kl_beta)
-
-    # A non-finite loss or parameter stops learning: keep the last finite parameters (and optimiser
-    # state) and remember the first bad update, which the caller reports.
-    finite = all_finite((new_params, info.policy_loss, info.value_loss))
-    healthy = finite & (state.first_nonfinite < 0)
-    new_params, opt_state, kl_beta = jax.tree.map(
-        lambda new, old: jnp.where(healthy, new, old),
-        (new_params, opt_state, kl_beta), (params, state.opt_state, state.kl_beta))
-    first_nonfinite = jnp.where((state.first_nonfinite < 0) & ~finite, state.update,
-                                state.first_nonfinite)
+    config = agent.config
+    key, k_rollout, k_update = jax.random.split(state.key, 3)
+    env_carry, traj, episodes = collect(agent, state, hp, k_rollout)
+    batch = advantages_batch(agent, state.params, env_carry, traj, hp)
+    hp_now = annealed_hparams(config, hp, state.updates_done)
+    new_params, opt_state, rule_metrics = make_rule(agent, switch).update(
+        state.params, state.opt_state, batch, k_update, hp_now)
+    params, opt_state, finite, first_nonfinite = guard_nonfinite(state, new_params, opt_state,
+                                                                 rule_metrics)
 
     ep_return = mean_or_last(episodes.ret, episodes.count, state.last_return)
     ep_length = mean_or_last(episodes.length.astype(jnp.float32), episodes.count,
@@ -213,27 +229,16 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
     metrics = {
         "episode_return": ep_return,
         "episode_length": ep_length,
-        "policy_loss": info.policy_loss,
-        "value_loss": info.value_loss,
-        "entropy": info.entropy,
-        "approx_kl": info.approx_kl,
-        "approx_kl_k1": info.approx_kl_k1,
-        "clip_fraction": info.clip_fraction,
         "explained_variance": explained_variance(batch.value, batch.targets),
-        "learning_rate": jnp.asarray(lr, jnp.float32),
-        "kl_beta": state.kl_beta,
-        "env_steps": (state.update + 1) * config.batch_size,
+        "learning_rate": jnp.asarray(hp_now.lr, jnp.float32),
+        "env_steps": (state.updates_done + 1) * config.batch_size,
         "nonfinite": ~finite,
-        "trpo_kl": trpo_info.kl,
-        "trpo_line_search_steps": trpo_info.line_search_steps,
-        "trpo_improvement": trpo_info.improvement,
+        **rule_metrics,
     }
-    if axis_name is not None:
-        # Each device measured its share of the batch: report the devices' mean.
-        metrics["explained_variance"] = jax.lax.pmean(metrics["explained_variance"], axis_name)
-        metrics["env_steps"] = metrics["env_steps"] * jax.lax.psum(1, axis_name)
-    new_state = TrainState(new_params, opt_state, env, kl_beta, ep_return, ep_length,
-                           state.update + 1, key, first_nonfinite)
+    new_state = TrainState(params=params, opt_state=opt_state, env_carry=env_carry,
+                           last_return=ep_return, last_length=ep_length,
+                           updates_done=state.updates_done + 1, key=key,
+                           first_nonfinite=first_nonfinite)
     return new_state, metrics
 
 
@@ -250,29 +255,34 @@ def loss_switch(config: PPOConfig, policy_losses: tuple[str, ...] | None,
             raise ValueError(f"loss_index is required: config.policy_loss={config.policy_loss!r} "
                              f"is not one of policy_losses={policy_losses}")
         loss_index = policy_losses.index(config.policy_loss)
-    return PolicyLossSwitch(policy_losses, jnp.asarray(loss_index, jnp.int32))
+    return PolicyLossSwitch(names=policy_losses, index=jnp.asarray(loss_index, jnp.int32))
 
 
-def check_policy_losses(policy_losses: tuple[str, ...] | None) -> tuple[str, ...] | None:
+def check_policy_losses(config: PPOConfig, policy_losses: tuple[str, ...] | None
+                        ) -> tuple[str, ...] | None:
     """Validates names for :func:`make_train`'s ``policy_losses``."""
     if policy_losses is None:
         return None
     if isinstance(policy_losses, str) or not policy_losses:
         raise ValueError(f"policy_losses must be a non-empty tuple of names, got {policy_losses!r}")
+    if config.update_rule != "ppo":
+        raise ValueError(f"policy_losses picks PPO's policy loss; update_rule="
+                         f"{config.update_rule!r} has none")
     for name in policy_losses:
         get_policy_loss(name)
     return tuple(policy_losses)
 
 
-def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
-                ) -> Callable[..., tuple]:
+def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
+                networks: Networks | None = None) -> Callable[..., tuple]:
     """``update(state, hparams, loss_index=None) -> (state, metrics)``: one rollout-and-update.
 
     Compose it freely: ``jax.vmap(update)`` steps many seeds, a ``lax.scan`` over it is training.
     With ``policy_losses``, ``loss_index`` (traced, vmappable) picks the policy loss among them.
+    ``networks`` is that of :func:`make_train`.
     """
-    agent = make_agent(config)
-    policy_losses = check_policy_losses(policy_losses)
+    agent = make_agent(config, networks)
+    policy_losses = check_policy_losses(config, policy_losses)
 
     def update(state: TrainState, hparams: Hyperparams, loss_index: Array | None = None):
         return update_step(agent, state, hparams, loss_switch(config, policy_losses, loss_index))
@@ -280,14 +290,14 @@ def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
     return update
 
 
-def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
-             ) -> Callable[..., tuple]:
+def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
+             networks: Networks | None = None) -> Callable[..., tuple]:
     """``run(state, hparams, num_updates, loss_index=None) -> (state, metrics)``: one scan.
 
     ``num_updates`` is static. Running chunks back to back equals one long run bit for bit.
-    ``policy_losses`` and ``loss_index`` are those of :func:`make_update`.
+    ``policy_losses``, ``loss_index`` and ``networks`` are those of :func:`make_update`.
     """
-    update = make_update(config, policy_losses)
+    update = make_update(config, policy_losses, networks)
 
     def run(state: TrainState, hparams: Hyperparams, num_updates: int,
             loss_index: Array | None = None):
@@ -297,9 +307,9 @@ def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
     return run
 
 
-def make_init(config: PPOConfig) -> Callable[..., TrainState]:
+def make_init(config: PPOConfig, networks: Networks | None = None) -> Callable[..., TrainState]:
     """``init(key, hparams=None) -> TrainState``."""
-    agent = make_agent(config)
+    agent = make_agent(config, networks)
 
     def init(key: Array, hparams: Hyperparams | None = None) -> TrainState:
         return init_state(agent, key, config.hyperparams() if hparams is None else hparams)
@@ -307,8 +317,8 @@ def make_init(config: PPOConfig) -> Callable[..., TrainState]:
     return init
 
 
-def make_train(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
-               ) -> Callable[..., TrainResult]:
+def make_train(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
+               networks: Networks | None = None) -> Callable[..., TrainResult]:
     """Builds ``train(key, hparams=None, loss_index=None) -> TrainResult``, a pure function.
 
     Every update (``config.num_updates`` of them) runs inside one ``lax.scan``, so
@@ -321,17 +331,19 @@ def make_train(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
             loss is ``policy_losses[loss_index]``, chosen inside the program by ``lax.switch``,
             so a vmap over ``loss_index`` trains several losses at once. Without it the loss is
             ``config.policy_loss``, fixed at trace time.
+        networks: your own actor and critic (:class:`purejaxppo.networks.Networks`); by default
+            the registered network ``config.network`` names.
 
     Returns:
         ``train(key, hparams=None, loss_index=None)``; ``key`` is a ``jax.random.key`` or a
         legacy ``PRNGKey``; ``loss_index`` defaults to ``config.policy_loss``'s position.
     """
-    init, run = make_init(config), make_run(config, policy_losses)
+    init, run = make_init(config, networks), make_run(config, policy_losses, networks)
 
     def train(key: Array, hparams: Hyperparams | None = None,
               loss_index: Array | None = None) -> TrainResult:
         hp = config.hyperparams() if hparams is None else hparams
         state, metrics = run(init(key, hp), hp, config.num_updates, loss_index)
-        return TrainResult(state, metrics)
+        return TrainResult(state=state, metrics=metrics)
 
     return train

@@ -9,8 +9,9 @@ on the rollout's batch, solved as in the TRPO paper (appendix C):
 2. ``x ~= F^-1 g`` by conjugate gradient, ``F`` the Hessian of ``KL_bar`` at ``theta_old`` (the
    Fisher information), only ever used through products ``F v`` computed forward-over-reverse
    (a JVP of ``grad KL_bar``), never formed;
-3. the full step ``s = sqrt(2 max_kl / x^T F x) x``, where the quadratic model of ``KL_bar`` equals
-   ``max_kl``;
+3. the full step ``s = sqrt(2 max_kl / x^T (F + damping I) x) x``, so that the damped quadratic
+   model ``0.5 s^T (F + damping I) s`` of ``KL_bar`` equals ``max_kl`` (the damping that
+   stabilises the solve also shortens the step slightly);
 4. a backtracking line search over ``decay^j s``: the first candidate whose *exact* mean KL is
    within ``max_kl`` and whose surrogate improved is taken; if none is, the policy is kept.
 
@@ -33,15 +34,17 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from purejaxppo import losses
+from purejaxppo import networks as netlib
+from purejaxppo.advantages import normalize_advantages
 from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.networks import Actor, Critic
-from purejaxppo.update import Batch, LossInfo, sgd_epochs
+from purejaxppo.networks import Networks
+from purejaxppo.update import Batch, Objective, UpdateRule, make_optimizer, sgd_steps, value_term
 
 Array = jax.Array
 
 
 class TRPOInfo(NamedTuple):
-    """What one trust-region step did (all zero for PPO updates)."""
+    """What one trust-region step did."""
 
     kl: Array
     """Exact mean KL[pi_old || pi_new] on the batch of the accepted step; 0 if rejected."""
@@ -50,12 +53,6 @@ class TRPOInfo(NamedTuple):
     candidate rejected, the policy kept."""
     improvement: Array
     """Surrogate improvement ``L(theta_new) - L(theta_old)`` of the accepted step; 0 if rejected."""
-
-    @staticmethod
-    def zeros() -> TRPOInfo:
-        """The metrics of an update that took no trust-region step."""
-        zero = jnp.zeros((), jnp.float32)
-        return TRPOInfo(zero, jnp.zeros((), jnp.int32), zero)
 
 
 def conjugate_gradient(matvec: Callable[[Array], Array], b: Array, iters: int,
@@ -118,7 +115,7 @@ def trust_region_step(surrogate_loss: Callable[[Array], Array], kl_fn: Callable[
     g = -grad  # ascent direction of L
     fvp = fisher_vector_product(kl_fn, theta, cg_damping)
     x = conjugate_gradient(fvp, g, cg_iters)
-    # Scale so that the quadratic model 0.5 s^T F s of the KL equals max_kl.
+    # Scale so that the damped quadratic model 0.5 s^T (F + damping I) s of the KL equals max_kl.
     shs = jnp.vdot(x, fvp(x))
     full_step = jnp.sqrt(2.0 * max_kl / jnp.maximum(shs, 1e-12)) * x
 
@@ -145,26 +142,23 @@ def trust_region_step(surrogate_loss: Callable[[Array], Array], kl_fn: Callable[
     return jnp.where(accepted, theta_new, theta), info
 
 
-def normalize_advantages(advantages: Array, config: PPOConfig) -> Array:
-    """Zero mean, unit std over the batch when ``config.norm_adv`` (as PPO does per minibatch)."""
-    if not config.norm_adv:
-        return advantages
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-
-def policy_step(actor: Actor, actor_params: Any, batch: Batch, config: PPOConfig,
+def policy_step(nets: Networks, actor_params: Any, batch: Batch, config: PPOConfig,
                 hp: Hyperparams) -> tuple[Any, TRPOInfo]:
     """The TRPO step of the actor on the whole batch, on the ``importance_ratio`` surrogate."""
     theta, unravel = ravel_pytree(actor_params)
-    old_dist = jax.lax.stop_gradient(actor.apply(actor_params, batch.obs))
-    advantages = normalize_advantages(batch.advantages, config)
+
+    def dist_of(flat: Array):
+        return netlib.policy(nets, {"actor": unravel(flat)}, batch.obs)
+
+    old_dist = jax.lax.stop_gradient(dist_of(theta))
+    advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
 
     def surrogate_loss(flat: Array) -> Array:
-        log_prob = actor.apply(unravel(flat), batch.obs).log_prob(batch.action)
+        log_prob = dist_of(flat).log_prob(batch.action)
         return losses.importance_ratio_loss(log_prob, batch.log_prob, advantages)
 
     def kl_fn(flat: Array) -> Array:
-        return jnp.mean(old_dist.kl(actor.apply(unravel(flat), batch.obs)))
+        return jnp.mean(old_dist.kl(dist_of(flat)))
 
     theta, info = trust_region_step(surrogate_loss, kl_fn, theta, hp.max_kl, config.cg_iters,
                                     config.cg_damping, config.line_search_steps,
@@ -172,43 +166,55 @@ def policy_step(actor: Actor, actor_params: Any, batch: Batch, config: PPOConfig
     return unravel(theta), info
 
 
-def critic_objective(params: dict, batch: Batch, actor: Actor, critic: Critic,
-                     config: PPOConfig, hp: Hyperparams, beta: Array) -> tuple[Array, LossInfo]:
-    """PPO's value term alone, ``vf_coef L_value``, as an :data:`update.Objective`.
+def critic_objective(nets: Networks, config: PPOConfig, hp: Hyperparams) -> Objective:
+    """PPO's value term alone, ``vf_coef L_value``, as an :data:`purejaxppo.update.Objective`.
 
     The actor gets a zero gradient, so Adam leaves it exactly unchanged.
     """
-    del actor, beta
-    value = critic.apply(params["critic"], batch.obs)
-    if config.clip_value:
-        v_loss = losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
-    else:
-        v_loss = losses.value_loss(value, batch.targets)
-    zero = jnp.zeros_like(v_loss)
-    return hp.vf_coef * v_loss, LossInfo(zero, v_loss, zero, zero, zero, zero)
+
+    def objective(params: dict, batch: Batch) -> tuple[Array, Array]:
+        v_loss = value_term(config, netlib.value(nets, params, batch.obs), batch, hp)
+        return hp.vf_coef * v_loss, v_loss
+
+    return objective
 
 
-def trpo_update(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
-                actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams
-                ) -> tuple[dict, Any, LossInfo, TRPOInfo]:
-    """One TRPO update: the critic's Adam epochs, then the actor's trust-region step.
+TRPO_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "approx_kl_k1",
+                "trpo_kl", "trpo_line_search_steps", "trpo_improvement")
+"""Metrics a TRPO update reports: the surrogate, value loss, entropy and KL estimates of the
+policy after the step, and what the trust-region step did."""
 
-    Both use the rollout's batch only, so their order does not matter. The diagnostics are those
-    PPO reports, for the policy measured after the step on the whole batch.
 
-    Returns:
-        ``(params, opt_state, diagnostics, TRPOInfo)``.
+def make_trpo_rule(nets: Networks, config: PPOConfig) -> UpdateRule:
+    """TRPO's update rule: the critic's Adam epochs, then the actor's trust-region step.
+
+    Both use the rollout's batch only, so their order does not matter.
     """
-    beta = jnp.ones((), jnp.float32)  # unused by the critic objective
-    params, opt_state, info = sgd_epochs(params, opt_state, batch, key, lr, actor, critic,
-                                         config, hp, beta, objective=critic_objective)
-    actor_params, trpo_info = policy_step(actor, params["actor"], batch, config, hp)
 
-    dist = actor.apply(actor_params, batch.obs)
-    log_prob = dist.log_prob(batch.action)
-    advantages = normalize_advantages(batch.advantages, config)
-    k1, k3 = losses.approx_kl(log_prob, batch.log_prob)
-    info = LossInfo(losses.importance_ratio_loss(log_prob, batch.log_prob, advantages),
-                    info.value_loss, jnp.mean(dist.entropy()), k3, k1,
-                    losses.clip_fraction(log_prob, batch.log_prob, hp.clip_eps))
-    return {**params, "actor": actor_params}, opt_state, info, trpo_info
+    def init(params: dict, hp: Hyperparams) -> Any:
+        return make_optimizer(hp.max_grad_norm).init(params)
+
+    def update(params: dict, opt_state: Any, batch: Batch, key: Array, hp: Hyperparams):
+        params, opt_state, v_losses = sgd_steps(params, opt_state, batch, key, hp,
+                                                critic_objective(nets, config, hp),
+                                                config.update_epochs, config.num_minibatches)
+        actor_params, info = policy_step(nets, params["actor"], batch, config, hp)
+        params = {**params, "actor": actor_params}
+
+        dist = netlib.policy(nets, params, batch.obs)
+        log_prob = dist.log_prob(batch.action)
+        advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
+        k1, k3 = losses.approx_kl(log_prob, batch.log_prob)
+        metrics = {
+            "policy_loss": losses.importance_ratio_loss(log_prob, batch.log_prob, advantages),
+            "value_loss": jnp.mean(v_losses),
+            "entropy": jnp.mean(dist.entropy()),
+            "approx_kl": k3,
+            "approx_kl_k1": k1,
+            "trpo_kl": info.kl,
+            "trpo_line_search_steps": info.line_search_steps,
+            "trpo_improvement": info.improvement,
+        }
+        return params, opt_state, metrics
+
+    return UpdateRule(init=init, update=update, metric_names=TRPO_METRICS)

@@ -1,7 +1,10 @@
-"""Update: epochs of minibatch SGD on the PPO objective, each a ``lax.scan``.
+"""Update rules: how parameters learn from a rollout's batch, and PPO's rule.
 
-Total loss per minibatch: ``L = L_policy + vf_coef L_value - ent_coef E[H]``; the policy term is
-any loss of :data:`purejaxppo.losses.POLICY_LOSSES`.
+An :class:`UpdateRule` is picked when the program is built (``PPOConfig.update_rule``): PPO's
+(:func:`make_ppo_rule`, here: epochs of minibatch Adam steps, each a ``lax.scan``) or TRPO's
+(:func:`purejaxppo.trpo.make_trpo_rule`). PPO's minibatch loss is
+``L = L_policy + vf_coef L_value - ent_coef E[H]``; the policy term is any loss of
+:data:`purejaxppo.losses.POLICY_LOSSES`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from purejaxppo import losses
+from purejaxppo import networks as netlib
+from purejaxppo.advantages import normalize_advantages
 from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.networks import Actor, Critic
+from purejaxppo.networks import Networks
 
 Array = jax.Array
 
@@ -34,14 +39,45 @@ class Batch(NamedTuple):
 
 
 class LossInfo(NamedTuple):
-    """Per-minibatch diagnostics (averaged over the update by the caller)."""
+    """Diagnostics of one minibatch step (averaged over the update by :func:`make_ppo_rule`)."""
 
     policy_loss: Array
     value_loss: Array
     entropy: Array
     approx_kl: Array
+    """k3 estimate of KL[pi_old || pi_theta]: ``mean((r - 1) - log r)``."""
     approx_kl_k1: Array
+    """k1 estimate: ``mean(-log r)``."""
     clip_fraction: Array
+
+
+PPO_METRICS = LossInfo._fields
+"""Metrics a PPO update reports (plus ``kl_beta`` when the policy loss may be ``kl_penalty``)."""
+
+Objective = Callable[[Any, Batch], tuple[Array, Any]]
+"""``objective(params, minibatch) -> (loss to minimise, aux)``: everything else bound before."""
+
+
+class UpdateRule(NamedTuple):
+    """How the parameters learn from one rollout's batch, picked when the program is built.
+
+    ``init(params, hparams) -> opt_state``; ``update(params, opt_state, batch, key, hparams) ->
+    (params, opt_state, metrics)``, where ``hparams.lr`` is this update's (annealed) rate and
+    ``metrics`` maps each of ``metric_names`` to a scalar.
+    """
+
+    init: Callable[[dict, Hyperparams], Any]
+    update: Callable[[dict, Any, Batch, Array, Hyperparams], tuple[dict, Any, dict[str, Array]]]
+    metric_names: tuple[str, ...]
+
+
+class PPOState(NamedTuple):
+    """The PPO rule's optimiser state."""
+
+    adam: Any
+    """optax state of global-norm clipping and Adam."""
+    kl_beta: Array
+    """Coefficient of the KL penalty (adapted after each update when the loss is ``kl_penalty``)."""
 
 
 def make_optimizer(max_grad_norm: Array) -> optax.GradientTransformation:
@@ -92,107 +128,127 @@ class PolicyLossSwitch(NamedTuple):
         return self.index == self.names.index(name)
 
 
-def loss_fn(params: dict, batch: Batch, actor: Actor, critic: Critic, config: PPOConfig,
-            hp: Hyperparams, beta: Array, switch: PolicyLossSwitch | None = None,
-            axis_name: str | None = None) -> tuple[Array, LossInfo]:
-    """The PPO objective on one minibatch: ``(total loss, diagnostics)``.
-
-    Args:
-        switch: picks the policy loss at run time; ``config.policy_loss`` when None.
-        axis_name: data parallelism: the minibatch is sharded over this ``shard_map`` axis, and
-            advantages are normalised with the mean and std of the whole minibatch.
-    """
-    dist = actor.apply(params["actor"], batch.obs)
-    value = critic.apply(params["critic"], batch.obs)
-    log_prob = dist.log_prob(batch.action)
-    adv = batch.advantages
-    if config.norm_adv and axis_name is None:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    elif config.norm_adv:
-        mean = jax.lax.pmean(adv.mean(), axis_name)  # equal shards: the mean of means
-        std = jnp.sqrt(jax.lax.pmean(jnp.mean(jnp.square(adv - mean)), axis_name))
-        adv = (adv - mean) / (std + 1e-8)
-    if switch is None:
-        policy_loss = policy_loss_value(config.policy_loss, log_prob, batch.log_prob, adv, hp,
-                                        beta)
-    else:
-        policy_loss = switch(log_prob, batch.log_prob, adv, hp, beta)
+def value_term(config: PPOConfig, value: Array, batch: Batch, hp: Hyperparams) -> Array:
+    """PPO's value loss: clipped (range ``clip_eps``) when ``config.clip_value``."""
     if config.clip_value:
-        v_loss = losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
-    else:
-        v_loss = losses.value_loss(value, batch.targets)
-    entropy = jnp.mean(dist.entropy())
-    total = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
-    k1, k3 = losses.approx_kl(log_prob, batch.log_prob)
-    info = LossInfo(policy_loss, v_loss, entropy, k3, k1,
-                    losses.clip_fraction(log_prob, batch.log_prob, hp.clip_eps))
-    return total, info
+        return losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
+    return losses.value_loss(value, batch.targets)
 
 
-Objective = Callable[..., tuple[Array, Any]]
-"""``objective(params, minibatch, actor, critic, config, hp, beta) -> (loss, aux)``."""
+def ppo_objective(nets: Networks, config: PPOConfig, hp: Hyperparams, beta: Array,
+                  switch: PolicyLossSwitch | None = None) -> Objective:
+    """PPO's minibatch objective ``L = L_policy + vf_coef L_value - ent_coef E[H]``.
 
-
-def sgd_epochs(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
-               actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
-               objective: Objective = loss_fn, axis_name: str | None = None
-               ) -> tuple[dict, Any, LossInfo]:
-    """:func:`sgd_steps`, with the diagnostics averaged over every minibatch step.
-
-    Returns:
-        ``(params, opt_state, diagnostics averaged over every minibatch step)``.
+    The policy term is ``config.policy_loss``, or the one ``switch`` picks at run time.
     """
-    params, opt_state, infos = sgd_steps(params, opt_state, batch, key, lr, actor, critic,
-                                         config, hp, beta, objective, axis_name)
-    return params, opt_state, jax.tree.map(jnp.mean, infos)
+
+    def objective(params: dict, batch: Batch) -> tuple[Array, LossInfo]:
+        dist, value = netlib.policy_and_value(nets, params, batch.obs)
+        log_prob = dist.log_prob(batch.action)
+        adv = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
+        if switch is None:
+            policy_loss = policy_loss_value(config.policy_loss, log_prob, batch.log_prob, adv,
+                                            hp, beta)
+        else:
+            policy_loss = switch(log_prob, batch.log_prob, adv, hp, beta)
+        v_loss = value_term(config, value, batch, hp)
+        entropy = jnp.mean(dist.entropy())
+        total = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+        k1, k3 = losses.approx_kl(log_prob, batch.log_prob)
+        info = LossInfo(policy_loss=policy_loss, value_loss=v_loss, entropy=entropy,
+                        approx_kl=k3, approx_kl_k1=k1,
+                        clip_fraction=losses.clip_fraction(log_prob, batch.log_prob, hp.clip_eps))
+        return total, info
+
+    return objective
 
 
-def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, lr: Array,
-              actor: Actor, critic: Critic, config: PPOConfig, hp: Hyperparams, beta: Array,
-              objective: Objective = loss_fn, axis_name: str | None = None
+def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, hp: Hyperparams,
+              objective: Objective, update_epochs: int, num_minibatches: int
               ) -> tuple[dict, Any, Any]:
     """``update_epochs`` passes over ``batch``, each in a fresh random order of minibatches.
 
-    Args:
-        objective: the minibatch loss and its diagnostics; PPO's :func:`loss_fn` by default.
-        axis_name: data parallelism: ``batch`` is this device's shard, and gradients are averaged
-            over the ``shard_map`` axis before the optimizer, so every device takes the same step.
+    Each minibatch step: ``g = grad objective``, clipped to global norm ``hp.max_grad_norm``,
+    scaled by Adam, ``params -= hp.lr * step``.
 
     Returns:
         ``(params, opt_state, aux)``, ``aux`` stacked per step: ``[update_epochs, num_minibatches]``.
     """
     tx = make_optimizer(hp.max_grad_norm)
-    n_mb, mb_size = config.num_minibatches, config.minibatch_size
+    batch_size = batch.advantages.shape[0]
+    mb_size = batch_size // num_minibatches
     # The steps run on one flat parameter vector (and flat Adam moments): the optimizer is then a
-    # handful of kernels per step instead of four per parameter array (-15% per minibatch step on
-    # CPU); the same arithmetic, up to the order of the sum in the global norm.
+    # handful of kernels per step instead of four per parameter array; the same arithmetic, up
+    # to the order of the sum in the global norm.
     flat_params, unravel = ravel_pytree(params)
     flat_opt_state, unravel_opt_state = _ravel_like(opt_state, params)
-
-    def flat_objective(flat: Array, mb: Batch) -> tuple[Array, Any]:
-        return objective(unravel(flat), mb, actor, critic, config, hp, beta)
-
-    grad_fn = jax.grad(flat_objective, has_aux=True)
+    grad_fn = jax.grad(lambda flat, mb: objective(unravel(flat), mb), has_aux=True)
 
     def minibatch_step(state: tuple[Array, Any], mb: Batch):
         flat, opt_state = state
         grads, info = grad_fn(flat, mb)
-        if axis_name is not None:
-            # Equal shards: the mean of the shards' gradients is the whole minibatch's gradient.
-            grads = jax.lax.pmean(grads, axis_name)
         updates, opt_state = tx.update(grads, opt_state, flat)
-        return (flat - lr * updates, opt_state), info
+        return (flat - hp.lr * updates, opt_state), info
 
     def epoch(state: tuple[Array, Any], epoch_key: Array):
         # One gather per epoch: permute the whole batch, then view it as minibatches.
-        perm = random_order(epoch_key, config.batch_size)
+        perm = random_order(epoch_key, batch_size)
         shuffled = jax.tree.map(
-            lambda x: jnp.take(x, perm, axis=0).reshape(n_mb, mb_size, *x.shape[1:]), batch)
+            lambda x: jnp.take(x, perm, axis=0).reshape(num_minibatches, mb_size, *x.shape[1:]),
+            batch)
         return jax.lax.scan(minibatch_step, state, shuffled)
 
-    keys = jax.random.split(key, config.update_epochs)
+    keys = jax.random.split(key, update_epochs)
     (flat_params, flat_opt_state), infos = jax.lax.scan(epoch, (flat_params, flat_opt_state), keys)
     return unravel(flat_params), unravel_opt_state(flat_opt_state), infos
+
+
+def adapt_kl_beta(beta: Array, kl: Array, kl_target: Array) -> Array:
+    """The PPO paper's adaptive penalty: ``beta * 2`` if ``KL > 1.5 target``,
+    ``beta / 2`` if ``KL < target / 1.5``, else unchanged."""
+    return jnp.where(kl > 1.5 * kl_target, beta * 2.0,
+                     jnp.where(kl < kl_target / 1.5, beta / 2.0, beta))
+
+
+def update_kl_beta(nets: Networks, params: dict, batch: Batch, beta: Array, hp: Hyperparams
+                   ) -> Array:
+    """The next update's KL coefficient, from the KL of this whole update: ``mean((r - 1) -
+    log r)`` of the new parameters on the rollout's samples (:func:`adapt_kl_beta`)."""
+    log_ratio = netlib.policy(nets, params, batch.obs).log_prob(batch.action) - batch.log_prob
+    kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
+    return adapt_kl_beta(beta, kl, hp.kl_target)
+
+
+def make_ppo_rule(nets: Networks, config: PPOConfig, switch: PolicyLossSwitch | None = None
+                  ) -> UpdateRule:
+    """PPO's update rule: ``update_epochs`` x ``num_minibatches`` Adam steps on
+    :func:`ppo_objective`, then (loss ``kl_penalty``) the adaptive KL coefficient.
+
+    Args:
+        switch: picks the policy loss at run time; ``config.policy_loss`` when None.
+    """
+    adapts_beta = (config.policy_loss == "kl_penalty" if switch is None
+                   else "kl_penalty" in switch.names)
+
+    def init(params: dict, hp: Hyperparams) -> PPOState:
+        return PPOState(adam=make_optimizer(hp.max_grad_norm).init(params),
+                        kl_beta=jnp.asarray(hp.kl_beta_init, jnp.float32))
+
+    def update(params: dict, state: PPOState, batch: Batch, key: Array, hp: Hyperparams):
+        objective = ppo_objective(nets, config, hp, state.kl_beta, switch)
+        params, adam, infos = sgd_steps(params, state.adam, batch, key, hp, objective,
+                                        config.update_epochs, config.num_minibatches)
+        metrics = jax.tree.map(jnp.mean, infos)._asdict()
+        kl_beta = state.kl_beta
+        if adapts_beta:
+            metrics["kl_beta"] = state.kl_beta
+            kl_beta = update_kl_beta(nets, params, batch, state.kl_beta, hp)
+            if switch is not None:
+                kl_beta = jnp.where(switch.selects("kl_penalty"), kl_beta, state.kl_beta)
+        return params, PPOState(adam=adam, kl_beta=kl_beta), metrics
+
+    names = (*PPO_METRICS, "kl_beta") if adapts_beta else PPO_METRICS
+    return UpdateRule(init=init, update=update, metric_names=names)
 
 
 def random_order(key: Array, n: int) -> Array:
@@ -245,10 +301,3 @@ def _ravel_like(tree: Any, params: dict) -> tuple[Any, Callable[[Any], Any]]:
                                 for x, (_, unravel) in zip(parts, raveled, strict=True)])
 
     return outer.unflatten([x for x, _ in raveled]), inverse
-
-
-def adapt_kl_beta(beta: Array, kl: Array, kl_target: Array) -> Array:
-    """The PPO paper's adaptive penalty: ``beta * 2`` if ``KL > 1.5 target``,
-    ``beta / 2`` if ``KL < target / 1.5``, else unchanged."""
-    return jnp.where(kl > 1.5 * kl_target, beta * 2.0,
-                     jnp.where(kl < kl_target / 1.5, beta / 2.0, beta))

@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from purejaxppo.outputs import atomic_write
+from purejaxppo.app.outputs import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
-FORMAT = "purejaxppo-checkpoint/1"
+FORMAT = "purejaxppo-checkpoint/2"
 
 
 class CheckpointError(ValueError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -18,16 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from purejaxppo.metrics import METRICS
+from purejaxppo.metrics import COMMON_METRICS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "returns.png"
-
-FINAL_FRACTION = 0.05
-"""The final return is the mean episode return over this last fraction of the updates."""
-
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Writes ``data`` to ``path`` so that ``path`` holds either the old or the new contents."""
@@ -68,16 +63,6 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
-def final_window(num_updates: int) -> int:
-    """Updates the final return averages over: the last 5%, at least the last one."""
-    return max(1, math.ceil(FINAL_FRACTION * num_updates))
-
-
-def final_returns(episode_return: np.ndarray) -> np.ndarray:
-    """Per seed, the mean of ``episode_return [seeds, updates]`` over the final window."""
-    return episode_return[:, -final_window(episode_return.shape[1]):].mean(axis=1)
-
-
 def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int]) -> str:
     """One row per update and seed: ``update, seed, env_steps``, then every other metric.
 
@@ -85,8 +70,8 @@ def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int]) -> str:
         metrics: name -> ``[num_seeds, num_updates]`` array (``env_steps`` among them).
         seeds: the seed of each row of the arrays.
     """
-    order = ["env_steps", *(k for k in METRICS if k != "env_steps")]
-    names = [k for k in order if k in metrics] + sorted(k for k in metrics if k not in order)
+    order = ["env_steps", *(k for k in COMMON_METRICS if k != "env_steps")]
+    names = [k for k in order if k in metrics] + [k for k in metrics if k not in order]
     arrays = [np.asarray(metrics[k]) for k in names]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -23,11 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxppo import checkpoint, outputs
+from purejaxppo.app import checkpoint, outputs
 from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
 from purejaxppo.parallel import compiler_options, seed_sharding
-from purejaxppo.presets import RunOptions, SettingsError, settings_dict, split_settings
-from purejaxppo.progress import ProgressBar, report_every
+from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, split_settings
+from purejaxppo.app.progress import ProgressBar, report_every
 from purejaxppo.train import TrainState, make_init, make_update
 
 Array = jax.Array
@@ -65,9 +66,9 @@ def make_seeds_run(config: PPOConfig, report: Callable[[Array, Array], None] | N
     def step(state: TrainState, hparams: Hyperparams):
         state, metrics = update(state, hparams)
         if report is not None:
-            done = state.update[0]  # identical across seeds
+            done = state.updates_done[0]  # identical across seeds
             due = (done % every == 0) | (done == config.num_updates)
-            mean_return = jnp.mean(metrics["episode_return"])
+            mean_return = jnp.nanmean(metrics["episode_return"])
             jax.lax.cond(due, lambda: jax.debug.callback(report, done, mean_return),
                          lambda: None)
         return state, metrics
@@ -108,7 +109,7 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
     history: dict[str, np.ndarray] = {}
     if resume:
         state, history, done = checkpoint.restore(run_dir, state_shapes(config, options))
-        if int(state.update[0]) != done or any(v.shape != (options.num_seeds, done)
+        if int(state.updates_done[0]) != done or any(v.shape != (options.num_seeds, done)
                                                for v in history.values()):
             raise checkpoint.CheckpointError(f"the checkpoint in {str(run_dir)!r} is "
                                              "inconsistent; point checkpoints/latest at an "
@@ -154,7 +155,7 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     t0 = time.perf_counter()
     hparams = config.hyperparams()
     state, history = begin.state, dict(begin.history)
-    done = first = int(state.update[0])
+    done = first = int(state.updates_done[0])
     lengths = chunk_lengths(done, config.num_updates, options.checkpoint_every)
 
     bar = None
@@ -240,8 +241,9 @@ def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
               outcome: Outcome) -> dict[str, Any]:
     """The contents of summary.json."""
     returns = outcome.metrics["episode_return"]
-    final = outputs.final_returns(returns)
-    window = outputs.final_window(config.num_updates)
+    final = final_return(returns)
+    finished = final[~np.isnan(final)]
+    window = final_window(config.num_updates)
     steps_this_session = ((config.num_updates - outcome.start_update) * config.batch_size
                           * options.num_seeds)
     return {
@@ -252,12 +254,13 @@ def summarize(config: PPOConfig, options: RunOptions, preset: str | None,
         "num_updates": config.num_updates,
         "env_steps_per_seed": config.num_updates * config.batch_size,
         "final_return": {
-            "mean": float(final.mean()),
-            "std": float(final.std()),
-            "per_seed": [float(r) for r in final],
+            "mean": float(finished.mean()) if finished.size else None,
+            "std": float(finished.std()) if finished.size else None,
+            "per_seed": [None if np.isnan(r) else float(r) for r in final],
             "definition": f"mean episode_return over the last {window} of {config.num_updates} "
-                          f"updates (the last {outputs.FINAL_FRACTION:.0%}, at least one), per "
-                          "seed; mean and std over seeds",
+                          f"updates (the last {FINAL_FRACTION:.0%}, at least one), per "
+                          "seed; mean and std over the seeds in which an episode finished; "
+                          "null where none did",
         },
         "compile_time_s": round(outcome.compile_s, 3),
         "run_time_s": round(outcome.run_s, 3),
@@ -294,7 +297,9 @@ def write_config(run_dir: str | Path, config: PPOConfig, options: RunOptions,
 def summary_table(summary: dict[str, Any], run_dir: str | Path) -> str:
     """The end-of-run table printed by ``purejaxppo train``."""
     final = summary["final_return"]
-    per_seed = ", ".join(f"{r:.1f}" for r in final["per_seed"])
+    per_seed = ", ".join("none finished" if r is None else f"{r:.1f}" for r in final["per_seed"])
+    final_text = ("no episode finished yet" if final["mean"] is None
+                  else f"{final['mean']:.2f} ± {final['std']:.2f}")
     sps = summary["env_steps_per_s"]
     rows = [
         ("environment", f"{summary['env']}" + (f" (preset {summary['preset']})"
@@ -302,9 +307,9 @@ def summary_table(summary: dict[str, Any], run_dir: str | Path) -> str:
         ("seeds", f"{summary['num_seeds']} ({', '.join(map(str, summary['seeds']))})"),
         ("updates", f"{summary['num_updates']:,} = {summary['env_steps_per_seed']:,} env steps "
                     "per seed"),
-        ("final return", f"{final['mean']:.2f} ± {final['std']:.2f}"
+        ("final return", final_text
                          + (f"  (per seed: {per_seed})" if summary["num_seeds"] > 1 else "")),
-        ("", f"mean over the last {outputs.final_window(summary['num_updates'])} updates"),
+        ("", f"mean over the last {final_window(summary['num_updates'])} updates"),
         ("compile time", f"{summary['compile_time_s']:.1f} s"),
         ("run time", f"{summary['run_time_s']:.1f} s"
                      + (f" ({sps:,} env steps/s)" if sps else "")),

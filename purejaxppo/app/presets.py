@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from purejaxppo.config import PPOConfig
-from purejaxppo.env import make_env
+from purejaxppo import envs
 
 PRESETS_FILE = Path(__file__).with_name("presets.json")
 DEFAULT_ENV = "CartPole-v1"
@@ -41,11 +41,19 @@ class RunOptions:
     """Independent seeds trained at once (one vmapped program, split over the devices)."""
     checkpoint_every: int = 0
     """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end."""
+    imports: tuple[str, ...] = ()
+    """Python modules to import first, e.g. one that registers your environments or networks
+    (purejaxppo.envs.register); the current directory is searched too."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.imports, str) or not all(isinstance(m, str) and m
+                                                     for m in self.imports):
+            raise SettingsError(f"imports={self.imports!r} is invalid: must be a list of module "
+                                "names")
+        object.__setattr__(self, "imports", tuple(self.imports))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if f.name != "imports" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise SettingsError(f"{f.name}={value!r} is invalid: must be an integer")
         if self.num_seeds < 1:
             raise SettingsError(f"num_seeds={self.num_seeds} is invalid: must be a positive integer")
@@ -156,16 +164,43 @@ def _config(settings: dict[str, Any]) -> PPOConfig:
         raise SettingsError(f"invalid settings: {e}") from None
 
 
+def import_modules(names: tuple[str, ...] | list[str]) -> None:
+    """Imports the modules of ``RunOptions.imports`` (the current directory is searched too).
+
+    Raises:
+        SettingsError: a module that cannot be imported, with the reason.
+    """
+    import importlib
+    import sys
+
+    if names and "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # any failure of user code is reported as one line
+            raise SettingsError(f"cannot import module {name!r} (given by --imports): "
+                                f"{type(e).__name__}: {e}; check the name and that it is on the "
+                                "Python path") from None
+
+
 def split_settings(settings: dict[str, Any]) -> tuple[PPOConfig, RunOptions]:
-    """A full settings dict (such as a run's config.json) as ``(PPOConfig, RunOptions)``."""
+    """A full settings dict (such as a run's config.json) as ``(PPOConfig, RunOptions)``.
+
+    The modules of ``imports`` are imported first, so registered environments resolve.
+    """
     check_keys(settings, "the settings")
+    options = RunOptions(**{k: v for k, v in settings.items() if k in RUN_KEYS})
+    import_modules(options.imports)
     config = _config({k: v for k, v in settings.items() if k in CONFIG_KEYS})
-    return config, RunOptions(**{k: v for k, v in settings.items() if k in RUN_KEYS})
+    return config, options
 
 
 def settings_dict(config: PPOConfig, options: RunOptions, preset: str | None) -> dict[str, Any]:
     """The fully resolved settings, as written to a run's config.json (a valid --config file)."""
-    return {**config.to_dict(), **dataclasses.asdict(options), "preset": preset}
+    run = dataclasses.asdict(options)
+    run["imports"] = list(options.imports)
+    return {**config.to_dict(), **run, "preset": preset}
 
 
 class Resolved(NamedTuple):
@@ -185,18 +220,22 @@ def resolve(flags: dict[str, Any], file_settings: dict[str, Any] | None = None) 
         file_settings: the contents of ``--config FILE``, if any.
 
     The environment is the first of: ``--env``, the file's ``env``, the preset's env, CartPole-v1;
-    it is checked (:func:`purejaxppo.env.make_env`) before anything else.
+    it is checked (:func:`purejaxppo.envs.make`) before anything else.
     The preset is ``--preset``, else the file's ``preset``, else the one named after the env (if
     any). A preset made for another environment is an error.
     """
     file_settings = dict(file_settings or {})
+    import_modules(flags.get("imports", file_settings.get("imports", ())))
     preset_name = flags.get("preset", file_settings.get("preset"))
     preset = get_preset(preset_name) if preset_name is not None else None
     env = flags.get("env", file_settings.get("env", preset.env if preset else DEFAULT_ENV))
     if not isinstance(env, str):
-        raise SettingsError(f"env={env!r} is invalid: must be a gymnax environment id such as "
+        raise SettingsError(f"env={env!r} is invalid: must be an environment id such as "
                             f"{DEFAULT_ENV!r}")
-    make_env(env)  # an unknown env fails first, with close names
+    try:
+        envs.make(env)  # an unknown env fails first, with close names
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
     if preset is None and env in presets():
         preset = presets()[env]
     if preset is not None and preset.env != env:

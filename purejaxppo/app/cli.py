@@ -95,7 +95,7 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``purejaxppo train``."""
     from purejaxppo.config import PPOConfig
-    from purejaxppo.presets import RunOptions, presets
+    from purejaxppo.app.presets import RunOptions, presets
 
     names = ", ".join(presets())
     parser = _Parser(
@@ -189,7 +189,7 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
     if not overwrite:
         raise UsageError(f"output directory {out!r} already exists; pass --overwrite to replace "
                          f"it, --resume {out} to continue it, or choose another --out")
-    from purejaxppo.outputs import CONFIG_FILE
+    from purejaxppo.app.outputs import CONFIG_FILE
 
     if any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
         raise UsageError(f"--out {out!r} is not empty and not a purejaxppo run directory (no "
@@ -199,8 +199,8 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
 
 def cmd_train(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo train``: validates everything, then returns the training itself."""
-    from purejaxppo import checkpoint, experiment
-    from purejaxppo.presets import SETTINGS_KEYS, read_settings_file, resolve
+    from purejaxppo.app import checkpoint, experiment
+    from purejaxppo.app.presets import SETTINGS_KEYS, read_settings_file, resolve
     from purejaxppo.train import make_agent
 
     ns = train_parser().parse_args(argv)
@@ -241,7 +241,8 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         progress = sys.stdout if not ns.no_progress and sys.stdout.isatty() else None
         seeds = f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''}"
         verb = "Resuming" if ns.resume else "Training"
-        print(f"{verb} PPO on {config.env} ({f'preset {preset}' if preset else 'no preset'}), "
+        algo = "TRPO" if config.update_rule == "trpo" else "PPO"
+        print(f"{verb} {algo} on {config.env} ({f'preset {preset}' if preset else 'no preset'}), "
               f"{seeds} x {config.num_updates:,} updates of {config.batch_size:,} steps -> "
               f"{run_dir}/", flush=True)
         try:
@@ -270,8 +271,8 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo eval``: validates everything, then returns the evaluation itself."""
     import jax
 
-    from purejaxppo import evaluate
-    from purejaxppo.experiment import read_run_settings
+    from purejaxppo.app import evaluate
+    from purejaxppo.app.experiment import read_run_settings
     from purejaxppo.train import make_agent
 
     ns = eval_parser().parse_args(argv)

@@ -1,0 +1,148 @@
+"""A trained run read back from its directory: load it, evaluate it, render an episode.
+
+    run = purejaxppo.load("runs/CartPole-v1-20260101-120000")
+    act = purejaxppo.policy(run.config)                     # purejaxppo.acting
+    action = act(run.params, obs, key)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo import normalize as norm
+from purejaxppo import rollout as rollout_lib
+from purejaxppo.acting import episode_limit, make_act, make_evaluate
+from purejaxppo.app import checkpoint
+from purejaxppo.app.experiment import read_run_settings, state_shapes
+from purejaxppo.config import PPOConfig
+from purejaxppo.envs.gymnax import GymnaxAdapter
+from purejaxppo.train import make_agent
+
+Array = jax.Array
+
+
+class Loaded(NamedTuple):
+    """A trained agent read back from a run directory."""
+
+    config: PPOConfig
+    params: dict
+    """``{"actor": ..., "critic": ...}``; with ``seed=None``, every leaf has a leading seed axis."""
+    obs_stats: norm.RunningStats | None
+    """Observation statistics the policy normalises with (None unless ``config.normalize_obs``)."""
+    update: int
+    """Updates done when the checkpoint was taken."""
+
+
+def load(run_dir: str | Path, seed: int | None = 0) -> Loaded:
+    """Reads the newest checkpoint of a ``purejaxppo train`` run.
+
+    Args:
+        run_dir: the run's output directory.
+        seed: index of the seed to return (0 is the run's first seed), or None for all of them.
+
+    Raises:
+        ValueError: the directory, its config.json or its checkpoint is missing or corrupt.
+    """
+    config, options, _ = read_run_settings(run_dir)
+    state, _, update = checkpoint.restore(run_dir, state_shapes(config, options))
+    obs_stats = state.env_carry.normalizer.obs if config.normalize_obs else None
+    params = state.params
+    if seed is not None:
+        if not 0 <= seed < options.num_seeds:
+            raise ValueError(f"seed index {seed} is out of range: the run has {options.num_seeds} "
+                             "seeds")
+        params, obs_stats = jax.tree.map(lambda x: x[seed], (params, obs_stats))
+    return Loaded(config=config, params=params, obs_stats=obs_stats, update=update)
+
+
+class Evaluation(NamedTuple):
+    """Per-episode results ``[num_seeds, episodes]``."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    finished: np.ndarray
+    """False where an episode was still running after ``max_steps`` (its return is partial)."""
+
+
+def evaluate_loaded(loaded: Loaded, episodes: int = 100, deterministic: bool = False,
+                    seed: int = 0, max_steps: int | None = None) -> Evaluation:
+    """Evaluates the policy of every seed of ``load(run_dir, seed=None)`` in one jitted call."""
+    evaluate = make_evaluate(loaded.config, episodes, deterministic, max_steps)
+    num_seeds = jax.tree.leaves(loaded.params)[0].shape[0]
+    keys = jax.random.split(jax.random.key(seed), num_seeds)
+    obs_axis = None if loaded.obs_stats is None else 0
+    ret, length, done = jax.jit(jax.vmap(evaluate, in_axes=(0, obs_axis, 0)))(
+        loaded.params, loaded.obs_stats, keys)
+    return Evaluation(np.asarray(ret), np.asarray(length), np.asarray(done))
+
+
+VISUALIZED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
+              "MountainCarContinuous-v0", "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar",
+              "Seaquest-MinAtar", "SpaceInvaders-MinAtar", "Catch-bsuite", "PointRobot-misc",
+              "MetaMaze-misc", "FourRooms-misc", "Pong-misc")
+"""Environments ``gymnax.visualize.Visualizer`` can draw."""
+CLASSIC_CONTROL = VISUALIZED[:5]
+
+
+def gif_requirements(env_id: str) -> str | None:
+    """Why an episode of ``env_id`` cannot be rendered here (with the fix), or None if it can."""
+    env_id = env_id.removeprefix("gymnax:")
+    if env_id not in VISUALIZED:
+        return (f"gymnax's Visualizer cannot draw {env_id}; it draws {', '.join(VISUALIZED)}. "
+                "Drop --gif")
+    if importlib.util.find_spec("PIL") is None:
+        return "writing a GIF needs Pillow; pip install 'purejaxppo[render]' (or pillow)"
+    if env_id in CLASSIC_CONTROL and importlib.util.find_spec("pygame") is None:
+        return (f"rendering {env_id} needs gymnasium's classic-control renderer (pygame); "
+                "pip install 'purejaxppo[render]' (or 'gymnasium[classic-control]')")
+    return None
+
+
+def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool,
+               max_steps: int | None = None) -> tuple[float, int]:
+    """Plays one episode with seed 0's policy and saves it as a GIF; returns (return, length)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gymnax.visualize import Visualizer
+
+    agent = make_agent(loaded.config)
+    act_flat = make_act(agent)
+    env = agent.env
+    if not isinstance(env.adapter, GymnaxAdapter):
+        raise ValueError(f"rendering needs a gymnax environment; {env.env_id} is not one")
+    limit = max_steps or episode_limit(agent)
+    params, obs_stats = jax.tree.map(lambda x: x[0], (loaded.params, loaded.obs_stats))
+    step_env = jax.vmap(env.step)
+
+    @jax.jit
+    def play(key: Array):
+        k_reset, key = jax.random.split(key)
+        obs, env_state = rollout_lib.reset_batch(env, k_reset[None])
+
+        def step(carry, k):
+            obs, env_state = carry
+            k_act, k_env = jax.random.split(k)
+            action = act_flat(params, obs, k_act, deterministic, obs_stats)
+            obs2, env_state2, reward, terminated, truncated, _ = step_env(k_env[None], env_state,
+                                                                          action)
+            return (obs2, env_state2), (env_state, reward[0], terminated[0] | truncated[0])
+
+        _, (states, rewards, dones) = jax.lax.scan(step, (obs, env_state),
+                                                   jax.random.split(key, limit))
+        return states, rewards, dones
+
+    states, rewards, dones = jax.device_get(play(key))
+    dones = np.asarray(dones)
+    length = int(np.argmax(dones)) + 1 if dones.any() else len(dones)
+    frames = [jax.tree.map(lambda x, i=i: x[i, 0], states) for i in range(length)]
+    cumulative = np.cumsum(np.asarray(rewards)[:length])
+    Visualizer(env.adapter.env, env.adapter.params, frames, cumulative).animate(str(path))
+    return float(cumulative[-1]), length

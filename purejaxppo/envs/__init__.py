@@ -1,0 +1,129 @@
+"""Environments: one protocol, adapters for environment libraries, and a registry of ids.
+
+    from purejaxppo import envs
+
+    env = envs.make("CartPole-v1")            # gymnax ids, bare or as "gymnax:CartPole-v1"
+    envs.register("MyEnv-v0", MyEnv)          # your own: then PPOConfig(env="MyEnv-v0") trains
+
+``make`` returns an :class:`Env`, the only thing the rollout uses (see :mod:`.core` for the
+protocol). ``register(name, factory)`` takes a factory returning either a gymnax-API environment
+(an instance of gymnax's ``Environment``; its default params, and their
+``max_steps_in_episode`` as the time limit) or an :class:`Adapter`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from purejaxppo.envs import gymnax as gymnax_adapter
+from purejaxppo.envs.core import Adapter, Env, TimedState
+from purejaxppo.envs.spaces import Box, Discrete, MultiDiscrete, Space
+
+__all__ = ["Adapter", "Box", "Discrete", "Env", "MultiDiscrete", "Space", "TimedState", "make",
+           "register", "registered", "unregister"]
+
+GYMNAX_PREFIX = "gymnax:"
+
+_REGISTRY: dict[str, tuple[Callable[[], Any], int | None]] = {}
+
+
+def register(name: str, factory: Callable[[], Any], *, max_episode_steps: int | None = None
+             ) -> None:
+    """Makes ``PPOConfig(env=name)`` build ``factory()`` everywhere (training, sweeps, eval).
+
+    Args:
+        name: the id; it must not be a gymnax id (those are taken).
+        factory: no arguments; returns a gymnax-API environment or an :class:`Adapter`.
+        max_episode_steps: a time limit for an adapter that has none of its own (truncation,
+            not termination). A gymnax-API environment takes its params' ``max_steps_in_episode``.
+
+    Re-registering a name replaces it (convenient in notebooks).
+
+    Raises:
+        ValueError: an empty name, a name gymnax uses, or a non-positive time limit.
+    """
+    if not isinstance(name, str) or not name or name.startswith(GYMNAX_PREFIX):
+        raise ValueError(f"environment name {name!r} is invalid: give a non-empty id that does "
+                         f"not start with {GYMNAX_PREFIX!r}")
+    if name in gymnax_adapter.registered_ids():
+        raise ValueError(f"environment name {name!r} is gymnax's; register yours under another")
+    if not callable(factory):
+        raise ValueError(f"the factory of {name!r} must be callable (a class or a function "
+                         f"returning the environment), got {factory!r}")
+    if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
+                                          or int(max_episode_steps) != max_episode_steps
+                                          or max_episode_steps < 1):
+        raise ValueError(f"max_episode_steps={max_episode_steps!r} is invalid: give a positive "
+                         "number of steps, or None")
+    _REGISTRY[name] = (factory, max_episode_steps)
+
+
+def unregister(name: str) -> None:
+    """Forgets a registered id (no error if it was not registered)."""
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> list[str]:
+    """Every id :func:`make` accepts: the registered ones, then gymnax's."""
+    return [*_REGISTRY, *gymnax_adapter.registered_ids()]
+
+
+def unknown_env_message(env_id: str) -> str:
+    """One line: the id is unknown, the closest known ids, and every id."""
+    known = registered()
+    close = difflib.get_close_matches(env_id.removeprefix(GYMNAX_PREFIX), known, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (f"unknown environment {env_id!r}.{hint} Available environments: {', '.join(known)} "
+            "(register your own with purejaxppo.envs.register)")
+
+
+def _adapt(obj: Any, env_id: str, max_episode_steps: int | None) -> Env:
+    if gymnax_adapter.is_gymnax_env(obj):
+        return Env(env_id, gymnax_adapter.GymnaxAdapter.of(obj, env_id=env_id))
+    if isinstance(obj, Adapter):
+        limit = obj.max_episode_steps if max_episode_steps is None else max_episode_steps
+        return Env(env_id, obj, None if limit is None else int(limit))
+    raise ValueError(f"the factory of {env_id!r} returned a {type(obj).__name__}: it must return "
+                     "a gymnax Environment or a purejaxppo.envs.Adapter (reset, transition, "
+                     "observation_space, action_space, max_episode_steps)")
+
+
+def make(env_id: str) -> Env:
+    """The environment of ``env_id``, checked: its spaces are ones purejaxppo trains on.
+
+    Raises:
+        ValueError: an unknown id (with the closest known ids), an environment that needs a
+            download, or one whose observation or action space is not supported (naming it).
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"environment id {env_id!r} is invalid: give an id such as "
+                         "'CartPole-v1'")
+    if env_id in _REGISTRY:
+        factory, limit = _REGISTRY[env_id]
+        env = _adapt(factory(), env_id, limit)
+    else:
+        name = env_id.removeprefix(GYMNAX_PREFIX)
+        if name not in gymnax_adapter.NEEDS_DOWNLOAD and name not in registered():
+            raise ValueError(unknown_env_message(env_id))
+        env = Env(env_id, gymnax_adapter.make(name))
+    check_spaces(env)
+    return env
+
+
+def check_spaces(env: Env) -> None:
+    """Raises a ``ValueError`` naming a space purejaxppo cannot train on."""
+    obs, act = env.observation_space, env.action_space
+    if not isinstance(obs, (Box, Discrete, MultiDiscrete)):
+        raise ValueError(f"environment {env.env_id!r} has an observation space {obs!r}; "
+                         "purejaxppo trains on Box, Discrete and MultiDiscrete observations")
+    if isinstance(act, Box) and len(act.shape) != 1:
+        raise ValueError(f"environment {env.env_id!r} has a Box action space of shape "
+                         f"{act.shape}; purejaxppo trains on 1-D Box actions")
+    if isinstance(act, MultiDiscrete):
+        raise ValueError(f"environment {env.env_id!r} has a MultiDiscrete action space "
+                         f"{act.nvec}; purejaxppo trains on Discrete and 1-D Box actions")
+    if not isinstance(act, (Box, Discrete)):
+        raise ValueError(f"environment {env.env_id!r} has an action space {act!r}; purejaxppo "
+                         "trains on Discrete and 1-D Box actions")
