@@ -1,47 +1,50 @@
 """Gradient agreement of the policy losses along one PPO update (purejaxppo.analysis).
 
-    python benchmarks/gradient_agreement.py                  # CartPole-v1, 10 epochs, 8 seeds
-    python benchmarks/gradient_agreement.py --epochs 4 --seeds 4 --driver importance_ratio
+    python -m benchmarks.gradient_agreement            # CartPole-v1, 10 epochs, 8 seeds
+    python -m benchmarks.gradient_agreement --record   # the same, into benchmarks/results/
+    python -m benchmarks.gradient_agreement --epochs 4 --seeds 4 --driver importance_ratio
 
 For each seed: one rollout, then ``epochs x num_minibatches`` Adam steps on PPO's objective with
 the driver loss; at every step, the cosine similarity and norm ratio of the policy gradients of
-each pair of losses. Writes ``benchmarks/results/gradient_agreement.{png,md,json}``.
+each pair of losses. Prints the table and writes ``gradient_agreement.{png,md,json}`` to a
+temporary directory, or to ``benchmarks/results/`` with ``--record`` (``benchmarks/common.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import sys
 import time
+from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from benchmarks.common import (
+    add_output_flags,
+    new_figure,
+    output_dir,
+    preset_config,
+    print_written,
+    write_json,
+    write_text,
+)
+from purejaxppo.analysis import DEFAULT_LOSSES, GradientAgreement, gradient_agreement
 
-from purejaxppo import PPOConfig  # noqa: E402
-from purejaxppo.analysis import DEFAULT_LOSSES, GradientAgreement, gradient_agreement  # noqa: E402
-from purejaxppo.presets import get_preset  # noqa: E402
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "gradient_agreement"
 
 
-def plot(path: pathlib.Path, pair_names: tuple[str, ...], cosine: np.ndarray, kl: np.ndarray,
-         num_minibatches: int, title: str) -> None:
+def plot(path: Path, pair_names: tuple[str, ...], cosine: np.ndarray, kl: np.ndarray,
+         num_minibatches: int, title: str) -> Path:
     """Cosine similarity (mean over seeds) vs minibatch step, one line per pair; 1 - cos on a
     symmetric log scale beside it, where float32 rounding (~1e-7) is visible as the floor."""
     steps = np.arange(cosine.shape[1])
     mean = cosine.mean(axis=0)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    fig = new_figure(13, 5.6)
+    axes = fig.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
     for j, name in enumerate(pair_names):
-        kwargs = dict(label=name, linestyle=styles[j % len(styles)], lw=1.6,
-                      color=plt.cm.tab10(j % 10))
+        kwargs = dict(label=name, linestyle=styles[j % len(styles)], lw=1.6, color=f"C{j % 10}")
         axes[0].plot(steps, mean[:, j], **kwargs)
         axes[1].plot(steps, np.maximum(1.0 - mean[:, j], 0.0), **kwargs)
     axes[0].set_ylabel("cosine similarity of policy gradients")
@@ -60,7 +63,7 @@ def plot(path: pathlib.Path, pair_names: tuple[str, ...], cosine: np.ndarray, kl
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return path
 
 
 def summary(pair_names: tuple[str, ...], cosine: np.ndarray, norm_ratio: np.ndarray,
@@ -94,16 +97,17 @@ def markdown(rows: list[dict], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gradient_agreement",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--epochs", type=int, default=10, help="update epochs (PPO paper: 10)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--driver", default="ppo_clip", help="the loss that moves the parameters")
     parser.add_argument("--losses", nargs="+", default=list(DEFAULT_LOSSES))
+    add_output_flags(parser)
     args = parser.parse_args(argv)
 
-    preset = get_preset(args.env).config
-    config = PPOConfig(**{**preset, "env": args.env, "update_epochs": args.epochs})
+    config = preset_config(args.env, update_epochs=args.epochs)
     start = time.perf_counter()
     results: list[GradientAgreement] = [
         gradient_agreement(config, jax.random.key(seed), tuple(args.losses), args.driver)
@@ -119,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.seeds} seeds (one update each); approx KL at the last step "
               f"{kl[:, -1].mean():.2e} (mean over seeds)")
     rows = summary(first.pair_names, cosine, norm_ratio, config.num_minibatches)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(RESULTS / f"{NAME}.png", first.pair_names, cosine, kl, config.num_minibatches,
-         f"Policy gradients of each pair of losses along one PPO update: {header.split(';')[0]}")
-    (RESULTS / f"{NAME}.md").write_text(markdown(rows, header))
+    out = output_dir(args)
+    table = markdown(rows, header)
+    paths = [plot(out / f"{NAME}.png", first.pair_names, cosine, kl, config.num_minibatches,
+                  "Policy gradients of each pair of losses along one PPO update: "
+                  f"{header.split(';')[0]}"),
+             write_text(out / f"{NAME}.md", table)]
     payload = {
         "env": args.env, "driver": args.driver, "losses": list(first.losses),
         "pairs": list(first.pair_names), "seeds": args.seeds, "seconds": round(seconds, 1),
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         "approx_kl_mean": kl.mean(axis=0).tolist(),
         "device": str(jax.devices()[0]), "jax": jax.__version__,
     }
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    print(markdown(rows, header))
+    paths.append(write_json(out / f"{NAME}.json", payload, indent=1))
+    print(table)
+    print_written(paths)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Peak memory of multi-seed training: grows with seeds, not with total_timesteps.
 
-    python benchmarks/memory.py                       # 1, 16, 256 seeds x three budgets
-    python benchmarks/memory.py --seeds 1 16 --timesteps 8192 32768
+    python -m benchmarks.memory                  # 1, 16, 256 seeds x three budgets
+    python -m benchmarks.memory --record         # the same, into benchmarks/results/
+    python -m benchmarks.memory --seeds 1 16 --timesteps 8192 32768
 
 Each setting runs in a fresh Python (the process's peak is not shared between settings). The
 program is ``jax.jit(jax.vmap(make_train(config)))`` on CartPole-v1 (4 envs x 128 steps per seed).
@@ -9,7 +10,8 @@ It is compiled first; then the process's peak-RSS mark is reset (``/proc/self/cl
 the program is run, so the reported peak is that of running, above the resident size just before
 (the baseline: Python, jax, the compiled program, the inputs). Also reported: XLA's own buffer
 plan (``compiled.memory_analysis()``: temporaries and outputs) and, where the backend keeps them
-(GPU, TPU), the device's ``peak_bytes_in_use``. Writes ``benchmarks/results/memory.{json,md}``.
+(GPU, TPU), the device's ``peak_bytes_in_use``. Prints the table and writes ``memory.{json,md}``
+to a temporary directory, or to ``benchmarks/results/`` with ``--record`` (``benchmarks/common.py``).
 
 Metrics are one scalar per update (``[seeds, num_updates]``), so the only part that grows with the
 budget is that small array; everything else (rollout of one update, minibatches, state) is fixed
@@ -20,37 +22,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import platform
-import subprocess
+import resource
 import sys
 import time
+from pathlib import Path
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+import jax
+
+from benchmarks.common import (
+    add_output_flags,
+    output_dir,
+    print_written,
+    run_module,
+    write_json,
+    write_text,
+)
+from purejaxppo import PPOConfig, make_train
+
+MODULE = "benchmarks.memory"
+"""This script as a module: each setting runs in ``python -m benchmarks.memory --child ...``."""
 NAME = "memory"
 MB = 2.0**20
 
 
 def status_kb(field: str) -> int:
     """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status``, in kB."""
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
 
 
-def make_config(total_timesteps: int):
-    from purejaxppo import PPOConfig
-
+def make_config(total_timesteps: int) -> PPOConfig:
     return PPOConfig(total_timesteps=total_timesteps, num_envs=4, num_steps=128)
 
 
 def xla_plan(num_seeds: int, total_timesteps: int) -> dict:
     """XLA's buffer plan of the program (compiled, not run): temporaries and outputs in MB."""
-    import jax
-
-    from purejaxppo import make_train
-
     config = make_config(total_timesteps)
     keys = jax.random.split(jax.random.key(0), num_seeds)
     plan = jax.jit(jax.vmap(make_train(config))).lower(keys).compile().memory_analysis()
@@ -62,12 +71,6 @@ def xla_plan(num_seeds: int, total_timesteps: int) -> dict:
 
 def measure(num_seeds: int, total_timesteps: int) -> dict:
     """Compiles and runs one setting in this process; returns its memory figures."""
-    import resource
-
-    import jax
-
-    from purejaxppo import make_train
-
     config = make_config(total_timesteps)
     keys = jax.random.split(jax.random.key(0), num_seeds)
     start = time.perf_counter()
@@ -77,7 +80,7 @@ def measure(num_seeds: int, total_timesteps: int) -> dict:
     compile_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # Reset the peak-RSS mark (Linux >= 4.0), so that it measures the run alone.
-    pathlib.Path("/proc/self/clear_refs").write_text("5")
+    Path("/proc/self/clear_refs").write_text("5")
     baseline_kb = status_kb("VmRSS")
     start = time.perf_counter()
     result = jax.block_until_ready(compiled(keys))
@@ -106,9 +109,8 @@ def measure(num_seeds: int, total_timesteps: int) -> dict:
 
 def run_child(num_seeds: int, total_timesteps: int, timeout_s: float) -> dict:
     """:func:`measure` in a fresh Python, so each setting has its own peak."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(num_seeds), str(total_timesteps)],
-        capture_output=True, text=True, timeout=timeout_s, check=True)
+    out = run_module(MODULE, ["--child", str(num_seeds), str(total_timesteps)], timeout_s,
+                     check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -146,8 +148,9 @@ def markdown(rows: list[dict], plans: list[dict], host: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 16, 256])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[8192, 32768, 65536],
                         help="total_timesteps per seed; compare two to see no growth")
@@ -157,10 +160,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per setting")
     parser.add_argument("--child", type=int, nargs=2, metavar=("SEEDS", "TIMESTEPS"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_output_flags(parser)
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(*args.child)))
-        return
+        return 0
 
     rows = []
     for seeds in args.seeds:
@@ -178,12 +182,13 @@ def main() -> None:
               f"{plans[-1]['xla_temp_mb']:.1f} MB, out {plans[-1]['xla_output_mb']:.2f} MB",
               flush=True)
     host = f"{platform.machine()}, {rows[0]['device']}" if rows else platform.machine()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{NAME}.json").write_text(
-        json.dumps({"host": host, "rows": rows, "plans": plans}, indent=2))
-    (RESULTS / f"{NAME}.md").write_text(markdown(rows, plans, host))
-    print(f"wrote {RESULTS / NAME}.json and .md")
+    out = output_dir(args)
+    table = markdown(rows, plans, host)
+    print(table)
+    print_written([write_json(out / f"{NAME}.json", {"host": host, "rows": rows, "plans": plans}),
+                   write_text(out / f"{NAME}.md", table)])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

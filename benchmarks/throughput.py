@@ -1,20 +1,22 @@
 """Throughput benchmark: compile time, run time, env steps/s, peak memory and roofline fraction.
 
-    python benchmarks/throughput.py             # every setting, then the peers
-    python benchmarks/throughput.py --quick     # smaller budgets (a smoke run)
-    python benchmarks/throughput.py --no-peers
-    python benchmarks/throughput.py --only 0 --trials 3   # the 1-seed row and its peers, 3 times
+    python -m benchmarks.throughput                 # every setting, then the peers
+    python -m benchmarks.throughput --record        # the same, written to benchmarks/results/
+    python -m benchmarks.throughput --quick         # smaller budgets (a smoke run)
+    python -m benchmarks.throughput --no-peers
+    python -m benchmarks.throughput --only 0 --trials 3   # the 1-seed row and its peers, 3 times
 
 Each setting runs in a fresh subprocess (so its peak RSS is its own), timed as: compile
 (``jit(...).lower(...).compile()`` with ``compiler_options()``, as the command line compiles),
 then the best of ``--repeats`` runs. The machine's matmul peak is measured on the spot
 (1024x1024 float32 through XLA) and every setting reports ``achieved FLOP/s / peak``. FLOPs are
-counted analytically from the network sizes (see ``flops_per_env_step``). Peers
+counted analytically from the MLP sizes (see ``flops_per_env_step``). Peers
 (``benchmarks/peers``) run in the same invocation, each right after the setting it is compared
 with, so ratios compare like with like on a noisy shared machine. With ``--trials N`` each
 setting and its peers run N times, alternating, and every figure is the median of the N (the
-table gives the range too): this machine's speed drifts by 10-20% within minutes. Writes
-``benchmarks/results/throughput.{json,md}``; a run of some settings (``--only``) writes
+table gives the range too): this machine's speed drifts by 10-20% within minutes. Prints the table
+and writes ``throughput.{json,md}`` to a temporary directory, or to ``benchmarks/results/`` with
+``--record`` (``benchmarks/common.py``); a run of some settings (``--only``) writes
 ``throughput_partial.{json,md}`` and leaves the full table alone.
 """
 
@@ -22,18 +24,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
+import math
 import os
-import pathlib
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+import jax
+
+from benchmarks.common import (
+    add_output_flags,
+    compile_and_time,
+    finals,
+    output_dir,
+    preset_config,
+    print_written,
+    read_json,
+    run_module,
+    whole_rollouts,
+    write_json,
+    write_text,
+)
+from benchmarks.peers.run import run_peers
+from purejaxppo import PPOConfig, envs, make_train
+from purejaxppo.parallel import seed_sharding, use_cpu_cores
+
+MODULE = "benchmarks.throughput"
+"""This script as a module: each setting runs in ``python -m benchmarks.throughput --one I``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +91,17 @@ PEERS_AFTER = {
 """Peers (``benchmarks/peers``) run right after a setting: names and seeds, the same budget."""
 
 
-def flops_per_env_step(config, obs_size: int, action_size: int, discrete: bool) -> float:
+def flops_per_env_step(config: PPOConfig, obs_size: int, action_size: int) -> float:
     """Matmul FLOPs per environment step (2 per multiply-add), the elementwise work ignored.
 
     Rollout: one actor and one critic forward, plus a critic forward of the final observation
     (truncation bootstrap). Update: ``update_epochs`` passes, each a forward and a backward
-    (~2x the forward) of both networks.
+    (~2x the forward) of both networks. Counted for the MLP networks (``network="mlp"``); NaN
+    for any other.
     """
+    if config.network != "mlp":
+        return math.nan
+
     def mlp(out: int) -> float:
         sizes = [obs_size, *config.hidden_sizes, out]
         return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
@@ -88,8 +112,6 @@ def flops_per_env_step(config, obs_size: int, action_size: int, discrete: bool) 
 
 def matmul_peak(n: int = 1024, seconds: float = 2.0) -> float:
     """FLOP/s of an ``n x n`` float32 matmul through XLA on the default device."""
-    import jax
-
     a = jax.random.normal(jax.random.key(0), (n, n))
     b = jax.random.normal(jax.random.key(1), (n, n))
     f = jax.jit(lambda x, y: x @ y)
@@ -103,23 +125,12 @@ def matmul_peak(n: int = 1024, seconds: float = 2.0) -> float:
 
 
 def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
-    """Runs one setting in this process and returns its measurements."""
-    import jax
-
-    from purejaxppo.parallel import seed_sharding, use_cpu_cores
-
+    """Runs one setting in this process (a fresh one: ``--one``) and returns its measurements."""
     if setting.all_cores:
         use_cpu_cores()  # before JAX runs anything
-    from timing import compile_and_time
-
-    from purejaxppo import PPOConfig, make_train
-    from purejaxppo.env import make_env
-    from purejaxppo.presets import get_preset
-
-    base = PPOConfig(**{**get_preset(setting.env).config, "env": setting.env})
-    config = base.replace(**setting.overrides)
+    config = preset_config(setting.env, **setting.overrides)
     total = setting.quick_timesteps if quick else setting.total_timesteps
-    config = config.replace(total_timesteps=max(1, total // config.batch_size) * config.batch_size)
+    config = whole_rollouts(config, total)
     keys = jax.random.split(jax.random.key(0), setting.seeds)
     fn = jax.vmap(make_train(config)) if setting.seeds > 1 else make_train(config)
     args = keys if setting.seeds > 1 else keys[0]
@@ -129,9 +140,8 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result, compile_s, run_s = compile_and_time(fn, args, repeats=repeats)
     steps = setting.seeds * config.num_updates * config.batch_size
-    spec = make_env(config.env)
-    flops = flops_per_env_step(config, spec.obs_size, spec.action_size, spec.discrete)
-    returns = jax.numpy.asarray(result.metrics["episode_return"])
+    env = envs.make(config.env)
+    flops = flops_per_env_step(config, env.obs_size, env.action_size)
     return {
         "setting": setting.name, "env": config.env, "seeds": setting.seeds,
         "devices": 1 if sharding is None else sharding.mesh.size,
@@ -141,26 +151,19 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
         "steps_per_s": steps / run_s, "flops_per_step": flops, "flop_per_s": steps * flops / run_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_compile_mb": rss0 / 1024,
-        "final_return_mean": float(returns[..., -1].mean()),
+        "final_return_mean": finals(result.metrics["episode_return"]).mean,
     }
 
 
 def run_subprocess(index: int, quick: bool, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--one", str(index), "--repeats", str(repeats)]
-    if quick:
-        cmd.append("--quick")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    args = ["--one", str(index), "--repeats", str(repeats)] + (["--quick"] if quick else [])
+    try:
+        out = run_module(MODULE, args, timeout_s=1800)
+    except subprocess.TimeoutExpired:
+        return {"setting": settings()[index].name, "error": ["timed out after 1800 s"]}
     if out.returncode != 0:
         return {"setting": settings()[index].name, "error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def load_peers():
-    path = HERE / "peers" / "run.py"
-    spec = importlib.util.spec_from_file_location("peers_run", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 MEDIAN_KEYS = ("compile_s", "run_s", "steps_per_s", "flop_per_s", "peak_rss_mb")
@@ -187,6 +190,14 @@ def _figure(record: dict, key: str, fmt) -> str:
     return f"{text} ({fmt(min(values))}-{fmt(max(values))})" if values else text
 
 
+def _flops(row: dict, peak: float) -> str:
+    """The GFLOP/s and fraction-of-peak cells ("-" where FLOPs are not counted)."""
+    flop_per_s = row.get("flop_per_s")
+    if flop_per_s is None or math.isnan(flop_per_s):
+        return "- | -"
+    return f"{flop_per_s / 1e9:.1f} | {flop_per_s / peak:.1%}"
+
+
 def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) -> str:
     lines = [f"Each figure is the median of {trials} runs, alternating with the peers' (range in "
              "brackets).", ""] if trials > 1 else []
@@ -201,8 +212,7 @@ def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) 
             continue
         lines.append(f"| {r['setting']} | {_figure(r, 'compile_s', lambda v: f'{v:.1f}')} | "
                      f"{r['run_s']:.2f} | {_figure(r, 'steps_per_s', lambda v: f'{v / 1e3:,.0f}k')} | "
-                     f"{r['peak_rss_mb']:.0f} | "
-                     f"{r['flop_per_s'] / 1e9:.1f} | {r['flop_per_s'] / peak:.1%} |")
+                     f"{r['peak_rss_mb']:.0f} | {_flops(r, peak)} |")
     if peers:
         def ours(name: str) -> dict | None:
             row = next((r for r in rows if r.get("setting") == name), None)
@@ -231,7 +241,8 @@ def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
@@ -241,28 +252,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each setting and its peers this many times, alternating; "
                              "report medians")
     parser.add_argument("--render", action="store_true",
-                        help="only rewrite the markdown table from the JSON of the last run")
+                        help="only rewrite the markdown table from the JSON of the last run (in "
+                             "the output directory)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f"--trials must be >= 1, got {args.trials}")
-    suffix = ("_partial" if args.only else "") + ("_quick" if args.quick else "")
+    if args.one is not None:  # a child process: one setting, its record on stdout
+        print(json.dumps(run_one(settings()[args.one], args.quick, args.repeats)))
+        return 0
+    out = output_dir(args)
+    name = "throughput" + ("_partial" if args.only else "") + ("_quick" if args.quick else "")
     if args.render:
-        payload = json.loads((RESULTS / f"throughput{suffix}.json").read_text())
+        payload = read_json(out / f"{name}.json")
+        if not payload:
+            parser.error(f"--render: there is no {out / name}.json to render")
         table = markdown(payload["rows"], payload["matmul_peak_flop_per_s"], payload["peers"],
                          payload.get("trials", 1))
-        (RESULTS / f"throughput{suffix}.md").write_text(table)
         print(table)
-        return 0
-    if args.one is not None:
-        print(json.dumps(run_one(settings()[args.one], args.quick, args.repeats)))
+        print_written([write_text(out / f"{name}.md", table)])
         return 0
 
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
     rows: list[dict] = []
     peers: list[dict] = []
-    run_peers = None if args.no_peers else load_peers().run_peers
     for i, setting in enumerate(settings()):
         if args.only and i not in args.only:
             continue
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_subprocess(i, args.quick, args.repeats)
             trials.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
-            if run_peers is not None and setting.name in PEERS_AFTER:
+            if not args.no_peers and setting.name in PEERS_AFTER:
                 # Right after the setting they are compared with: the machine is shared and its
                 # speed drifts, so each ratio is of two runs minutes apart, not a whole run apart.
                 names, seeds = PEERS_AFTER[setting.name]
@@ -280,16 +295,13 @@ def main(argv: list[str] | None = None) -> int:
                 peer_trials.append(run_peers(total, names, seeds))
         rows.append(median_record(trials))
         peers += [median_record(list(same)) for same in zip(*peer_trials, strict=True)]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    import jax
-
     payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "matmul_peak_flop_per_s": peak, "quick": args.quick, "trials": args.trials,
                "rows": rows, "peers": peers}
-    (RESULTS / f"throughput{suffix}.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = markdown(rows, peak, peers, args.trials)
-    (RESULTS / f"throughput{suffix}.md").write_text(table)
     print(table)
+    print_written([write_json(out / f"{name}.json", payload),
+                   write_text(out / f"{name}.md", table)])
     return 0
 
 

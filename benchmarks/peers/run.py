@@ -1,12 +1,14 @@
 """Run the peer PPO throughput benchmarks, each in its own virtualenv.
 
-Standard library only, so it runs with the plain system python::
+Standard library only, so it runs with the plain system python, from the
+repository root::
 
-    python benchmarks/peers/run.py [--total-timesteps N] [--peers sb3,rejax]
+    python -m benchmarks.peers.run [--total-timesteps N] [--peers sb3,rejax]
                                    [--num-seeds N] [--json OUT]
 
-Other scripts can load this file by path and call :func:`run_peers`. A peer
-that fails to set up or to run yields ``{"peer": ..., "error": "<reason>"}``
+(``python benchmarks/peers/run.py`` works too: it imports nothing of the
+project.) Other scripts import :func:`run_peers` from ``benchmarks.peers.run``.
+A peer that fails to set up or to run yields ``{"peer": ..., "error": "<reason>"}``
 instead of raising.
 """
 
@@ -92,7 +94,8 @@ def run_peers(total_timesteps: int, peers: list[str], num_seeds: int = 1) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: print the records as a JSON list."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers.run",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--total-timesteps", type=int, default=500_000)
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, e.g. sb3,rejax")
     parser.add_argument("--num-seeds", type=int, default=1, help="parallel seeds (rejax only)")

@@ -1,41 +1,48 @@
 """Every policy loss, and TRPO, on a few environments: final return over vmapped seeds.
 
-    python benchmarks/losses.py --envs CartPole-v1                # all losses + TRPO, 16 seeds
-    python benchmarks/losses.py --envs Breakout-MinAtar --seeds 2 --timesteps-scale 0.2
-    python benchmarks/losses.py --envs Acrobot-v1 --rules trpo ppo_clip
+    python -m benchmarks.policy_losses --envs CartPole-v1        # all losses + TRPO, 16 seeds
+    python -m benchmarks.policy_losses --envs CartPole-v1 --record   # into benchmarks/results/
+    python -m benchmarks.policy_losses --envs Breakout-MinAtar --seeds 2 --timesteps-scale 0.2
+    python -m benchmarks.policy_losses --envs Acrobot-v1 --rules trpo ppo_clip
 
-Each environment trains its preset (``purejaxppo/presets.json``) at a fixed budget. The policy
-losses are one :func:`purejaxppo.sweeps.sweep` over ``policy_loss`` (every loss x seed in one
-compiled program, the loss picked by a traced index); TRPO (``update_rule="trpo"``, plus the
-settings below) is a second program. The final return of a seed is its mean ``episode_return``
-over the last 5% of updates, as in ``benchmarks/learning.py``. Results accumulate in
-``benchmarks/results/losses.{json,md,png}`` (a rerun replaces its own rows).
+Each environment trains its preset (``purejaxppo/app/presets.json``) at a fixed budget. The
+policy losses are one :func:`purejaxppo.sweeps.sweep` over ``policy_loss`` (every loss x seed in
+one compiled program, the loss picked by a traced index); TRPO (``update_rule="trpo"``, plus the
+settings below) is a second program. The final return of a seed is
+``purejaxppo.metrics.final_return`` (its mean ``episode_return`` over the last 5% of updates), as
+in ``benchmarks/learning.py``. Prints the table; results accumulate in ``losses.{json,md,png}``
+(a rerun replaces its own rows) in a temporary directory, or in ``benchmarks/results/`` with
+``--record`` (``benchmarks/common.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import pathlib
 import sys
 import time
+from pathlib import Path
 
 import jax
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from benchmarks.common import (
+    add_output_flags,
+    finals,
+    nan_mean,
+    new_figure,
+    output_dir,
+    preset_config,
+    print_written,
+    read_json,
+    use_all_cores,
+    whole_rollouts,
+    write_json,
+    write_text,
+)
+from purejaxppo import POLICY_LOSSES, PPOConfig, sweep
 
-from purejaxppo import POLICY_LOSSES, PPOConfig  # noqa: E402
-from purejaxppo.parallel import use_cpu_cores  # noqa: E402
-from purejaxppo.presets import get_preset  # noqa: E402
-from purejaxppo.sweeps import final_return, sweep  # noqa: E402
-
-use_cpu_cores()  # before JAX runs anything: the sweep's runs split over the cores
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "losses"
+"""Output files ``losses.{json,md,png}`` (the name the recorded tables have always had)."""
 
 # env -> (total_timesteps, seeds): the budgets of benchmarks/learning.py.
 BUDGETS: dict[str, tuple[int, int]] = {
@@ -65,16 +72,11 @@ RULES = (*POLICY_LOSSES, "trpo")
 
 
 def make_config(env: str, rule: str, total_timesteps: int) -> PPOConfig:
-    """The preset of ``env`` with ``rule`` (a policy loss, or 'trpo') at ``total_timesteps``."""
-    base = {**get_preset(env).config, "env": env}
-    if rule == "trpo":
-        base.update(update_rule="trpo", **TRPO_SETTINGS[env])
-    else:
-        base.update(policy_loss=rule)
-    config = PPOConfig(**base)
-    # Whole rollouts only: round the budget down to a multiple of the batch.
-    steps = max(total_timesteps // config.batch_size, 1) * config.batch_size
-    return config.replace(total_timesteps=steps)
+    """The preset of ``env`` with ``rule`` (a policy loss, or 'trpo') at ``total_timesteps``
+    (rounded down to whole rollouts)."""
+    changes = ({"update_rule": "trpo", **TRPO_SETTINGS[env]} if rule == "trpo"
+               else {"policy_loss": rule})
+    return whole_rollouts(preset_config(env, **changes), total_timesteps)
 
 
 def run(env: str, rules: list[str], seeds: int, total_timesteps: int) -> list[dict]:
@@ -88,29 +90,30 @@ def run(env: str, rules: list[str], seeds: int, total_timesteps: int) -> list[di
     rows = []
     for i, rule in enumerate(rules):
         m = metrics if grid is None else jax.tree.map(lambda x, i=i: x[i], metrics)
-        returns = m["episode_return"]  # [seeds, updates]
-        final = final_return(returns)
+        returns = m["episode_return"]  # [seeds, updates], NaN until a seed's first episode ends
+        final = finals(returns)
         row = {
             "env": env,
             "rule": rule,
             "total_timesteps": config.total_timesteps,
             "seeds": seeds,
-            "final_return_mean": float(final.mean()),
-            "final_return_std": float(final.std()),
-            "final_return_per_seed": final.round(2).tolist(),
-            "last_update_return_mean": float(returns[:, -1].mean()),
+            "final_return_mean": final.mean,
+            "final_return_std": final.std,
+            "final_return_per_seed": final.per_run.round(2).tolist(),
+            "unfinished_seeds": final.unfinished,
+            "last_update_return_mean": float(nan_mean(returns[:, -1])),
             "nonfinite_seeds": int(np.any(m["nonfinite"], axis=-1).sum()),
             "program": f"{len(rules)} x {seeds} runs",
             "program_s": round(seconds, 1),
             "env_steps": m["env_steps"][0].tolist(),
-            "curve_mean": returns.mean(axis=0).round(2).tolist(),
+            "curve_mean": nan_mean(returns, axis=0).round(2).tolist(),
             "config": config.replace(policy_loss=rule).to_dict() if grid else config.to_dict(),
         }
         if rule == "trpo":
             steps = m["trpo_line_search_steps"]
             row["trpo_rejected_fraction"] = float((steps == config.line_search_steps).mean())
             row["trpo_kl_max"] = float(m["trpo_kl"].max())
-        print(f"{env:18s} {rule:17s} {final.mean():9.1f} +- {final.std():6.1f}  ({seeds} seeds, "
+        print(f"{env:18s} {rule:17s} {final.mean:9.1f} +- {final.std:6.1f}  ({seeds} seeds, "
               f"{config.total_timesteps:,} steps)", flush=True)
         rows.append(row)
     print(f"  ({len(rules)} x {seeds} runs in one program: {seconds:.0f} s with compilation)",
@@ -127,9 +130,14 @@ def label(row: dict) -> str:
     return f"trpo (max_kl={row['config']['max_kl']:g}{', ' + extra if extra else ''})"
 
 
+def _number(value: float | None) -> str:
+    """One decimal; "nan" for a missing value (no seed finished an episode)."""
+    return "nan" if value is None else f"{value:.1f}"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["Final return: mean +- std over seeds of each seed's mean episode return in the last "
-             "5% of updates. Each environment uses its preset (purejaxppo/presets.json); budgets "
+             "5% of updates. Each environment uses its preset (purejaxppo/app/presets.json); budgets "
              "below the standard ones (benchmarks/learning.py) are marked. The policy losses of "
              "an environment are one compiled program (a sweep over policy_loss); TRPO is another.",
              "", "| env | rule | steps | seeds | final return (mean +- std) | program (s) |",
@@ -141,18 +149,22 @@ def markdown(rows: list[dict]) -> str:
             steps += f" (reduced from {standard:,})"
         seeds = f"{r['seeds']}" + (" (reduced)" if r["seeds"] < default_seeds else "")
         lines.append(f"| {r['env']} | {label(r)} | {steps} | {seeds} | "
-                     f"{r['final_return_mean']:.1f} +- {r['final_return_std']:.1f} | "
+                     f"{_number(r['final_return_mean'])} +- {_number(r['final_return_std'])} | "
                      f"{r['program']}: {r['program_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(path: pathlib.Path, rows: list[dict]) -> None:
+def plot(path: Path, rows: list[dict]) -> Path:
+    """One panel per environment: each rule's mean return over seeds against env steps."""
     envs = [e for e in BUDGETS if any(r["env"] == e for r in rows)]
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.2 * len(envs), 4.2), squeeze=False)
+    fig = new_figure(5.2 * len(envs), 4.2)
+    axes = fig.subplots(1, len(envs), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for r in sorted((r for r in rows if r["env"] == env), key=lambda r: RULES.index(r["rule"])):
             style = dict(lw=2.2, color="k") if r["rule"] == "trpo" else dict(lw=1.3)
-            ax.plot(r["env_steps"], r["curve_mean"], label=label(r), **style)
+            # null in the JSON (no episode finished yet in any seed) is a gap in the curve.
+            curve = np.asarray([np.nan if v is None else v for v in r["curve_mean"]], float)
+            ax.plot(r["env_steps"], curve, label=label(r), **style)
         ax.set_title(env, fontsize=10)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
@@ -160,21 +172,24 @@ def plot(path: pathlib.Path, rows: list[dict]) -> None:
     axes[0][0].set_ylabel("episode return (mean over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.policy_losses",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1"], choices=list(BUDGETS))
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES),
                         help="policy losses, and 'trpo'")
     parser.add_argument("--seeds", type=int, default=None, help="override the seed count")
     parser.add_argument("--timesteps-scale", type=float, default=1.0,
                         help="multiply every budget (e.g. 0.2 for a quick look)")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
+    use_all_cores()  # before JAX runs anything: the sweep's runs split over the cores
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{NAME}.json"
+    out = output_dir(args)
+    paths = [out / f"{NAME}.json", out / f"{NAME}.md", out / f"{NAME}.png"]
     losses = [r for r in args.rules if r != "trpo"]
     groups = [g for g in (losses, ["trpo"] if "trpo" in args.rules else []) if g]
     for env in args.envs:
@@ -183,16 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             rows = run(env, group, args.seeds or default_seeds, int(budget * args.timesteps_scale))
             # Merge into the file as it is now (another run may have written meanwhile), after
             # every program: a long benchmark keeps what it has if interrupted.
-            previous = json.loads(out.read_text()) if out.exists() else {}
+            previous = read_json(paths[0])
             merged = {(r["env"], r["rule"]): r for r in previous.get("rows", [])}
             merged.update({(r["env"], r["rule"]): r for r in rows})
             payload = {"device": str(jax.devices()[0]), "jax": jax.__version__,
                        "rows": list(merged.values())}
-            out.write_text(json.dumps(payload, indent=1) + "\n")
-            (RESULTS / f"{NAME}.md").write_text(markdown(payload["rows"]))
-            plot(RESULTS / f"{NAME}.png", payload["rows"])
-    if out.exists():
-        print(markdown(json.loads(out.read_text())["rows"]))
+            write_json(paths[0], payload, indent=1)
+            recorded = read_json(paths[0])["rows"]  # as written: NaN as null
+            write_text(paths[1], markdown(recorded))
+            plot(paths[2], recorded)
+    if paths[0].exists():
+        print(markdown(read_json(paths[0])["rows"]))
+        print_written(paths)
     return 0
 
 
