@@ -1,4 +1,4 @@
-"""networks.init_params: flax's parameter tree, orthogonal kernels with the right gains, Haar draws."""
+"""Networks: the registry, the CNN, and init_params (flax's tree, orthogonal kernels, Haar draws)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo.env import make_env
+from purejaxppo import PPOConfig, envs
 from purejaxppo.networks import HIDDEN_GAIN, Actor, Critic, init_params, make_networks
 
 
 def _nets(env_id: str, hidden: tuple[int, ...]):
-    spec = make_env(env_id)
-    actor, critic = make_networks(spec, hidden, "tanh")
-    return spec, actor, critic
+    env = envs.make(env_id)
+    nets = make_networks(env, PPOConfig(env=env_id, hidden_sizes=hidden))
+    return env, nets.actor, nets.critic
 
 
 def _kernels(params: dict, net: str) -> dict[str, np.ndarray]:
@@ -25,9 +25,9 @@ def _kernels(params: dict, net: str) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(("env_id", "hidden"), [("CartPole-v1", (64, 64)), ("Pendulum-v1", (8,)),
                                                 ("Acrobot-v1", (3, 16, 2))])
 def test_tree_is_flax_init_tree_with_orthogonal_kernels_and_zero_rest(env_id, hidden):
-    spec, actor, critic = _nets(env_id, hidden)
-    params = init_params(jax.random.key(3), actor, critic, spec.obs_size)
-    dummy = jnp.zeros((spec.obs_size,))
+    env, actor, critic = _nets(env_id, hidden)
+    params = init_params(jax.random.key(3), actor, critic, env.obs_size)
+    dummy = jnp.zeros((env.obs_size,))
     flax_params = {"actor": actor.init(jax.random.key(3), dummy),
                    "critic": critic.init(jax.random.key(3), dummy)}
     assert jax.tree.structure(params) == jax.tree.structure(flax_params)
@@ -46,19 +46,19 @@ def test_tree_is_flax_init_tree_with_orthogonal_kernels_and_zero_rest(env_id, hi
                   if str(path[-1].key) != "kernel"]
         assert others and all(not np.any(np.asarray(leaf)) for leaf in others)
     # The networks run on these parameters.
-    dist = actor.apply(params["actor"], jnp.ones((5, spec.obs_size)))
+    dist = actor.apply(params["actor"], jnp.ones((5, env.obs_size)))
     assert np.all(np.isfinite(np.asarray(dist.log_prob(dist.mode()))))
-    assert critic.apply(params["critic"], jnp.ones((5, spec.obs_size))).shape == (5,)
+    assert critic.apply(params["critic"], jnp.ones((5, env.obs_size))).shape == (5,)
 
 
 def test_draws_are_haar_like_flax_and_independent_across_keys_and_layers():
     """Over many keys: entry variance gain^2 / max(shape) (as flax's orthogonal init), no sign
     bias from the QR (LAPACK's R has a fixed sign; without the sign fix Q[0, 0] is always one
     sign), and kernels of different layers or nets uncorrelated."""
-    spec, actor, critic = _nets("CartPole-v1", (16, 16))
+    env, actor, critic = _nets("CartPole-v1", (16, 16))
     keys = jax.random.split(jax.random.key(11), 400)
-    params = jax.jit(jax.vmap(lambda k: init_params(k, actor, critic, spec.obs_size)))(keys)
-    dummy = jnp.zeros((spec.obs_size,))
+    params = jax.jit(jax.vmap(lambda k: init_params(k, actor, critic, env.obs_size)))(keys)
+    dummy = jnp.zeros((env.obs_size,))
     flax_first = jax.vmap(lambda k: actor.init(k, dummy))(keys)["params"]["MLP_0"]["Dense_0"]["kernel"]
     a0 = np.asarray(params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"])  # [400, 4, 16] wide
     a1 = np.asarray(params["actor"]["params"]["MLP_0"]["Dense_1"]["kernel"])  # [400, 16, 16]
@@ -73,5 +73,55 @@ def test_draws_are_haar_like_flax_and_independent_across_keys_and_layers():
     assert np.all(np.abs(corr[np.triu_indices(3, 1)]) < 0.2)
     # Different keys, different parameters; one key, the same parameters bit for bit.
     assert not np.array_equal(a1[0], a1[1])
-    one = init_params(keys[5], actor, critic, spec.obs_size)
+    one = init_params(keys[5], actor, critic, env.obs_size)
     np.testing.assert_array_equal(one["actor"]["params"]["MLP_0"]["Dense_1"]["kernel"], a1[5])
+
+
+def test_registry_builds_mlp_and_cnn_and_refuses_unknown_names():
+    from purejaxppo.networks import CNNActor, CNNCritic, registered_networks
+
+    breakout = envs.make("Breakout-MinAtar")
+    assert {"mlp", "cnn"} <= set(registered_networks())
+    nets = make_networks(breakout, PPOConfig(env="Breakout-MinAtar", network="cnn"))
+    assert isinstance(nets.actor, CNNActor) and isinstance(nets.critic, CNNCritic)
+    with pytest.raises(ValueError, match="unknown network 'cnm'. Did you mean 'cnn'"):
+        make_networks(breakout, PPOConfig(env="Breakout-MinAtar", network="cnm"))
+    with pytest.raises(ValueError, match=r"needs \[height, width, channels\]"):
+        make_networks(envs.make("CartPole-v1"), PPOConfig(network="cnn"))
+
+
+def test_cnn_sees_the_grid_not_the_flat_vector():
+    """The CNN restores MinAtar's [10, 10, C] grid from the flat observation: moving one object
+    to a neighbouring cell changes its first layer's response only around that cell."""
+    from purejaxppo.networks import ConvTorso, init_networks
+
+    env = envs.make("Breakout-MinAtar")
+    nets = make_networks(env, PPOConfig(env="Breakout-MinAtar", network="cnn"))
+    params = init_networks(jax.random.key(0), nets, env.obs_size)
+    conv = params["actor"]["params"]["ConvTorso_0"]["Conv_0"]
+    assert conv["kernel"].shape == (3, 3, 4, 16)
+    torso = ConvTorso(env.obs_shape, (), "relu")
+    torso_params = {"params": {"Conv_0": conv}}
+    grid = np.zeros((10, 10, 4), np.float32)
+    grid[2, 2, 0] = 1.0
+    moved = np.zeros_like(grid)
+    moved[2, 3, 0] = 1.0
+    a = np.asarray(torso.apply(torso_params, jnp.asarray(grid.reshape(-1)))).reshape(8, 8, 16)
+    b = np.asarray(torso.apply(torso_params, jnp.asarray(moved.reshape(-1)))).reshape(8, 8, 16)
+    changed = np.argwhere(np.abs(a - b).max(axis=-1) > 0)
+    assert changed.size and changed[:, 0].max() <= 2 and changed[:, 1].max() <= 3
+    batched = torso.apply(torso_params, jnp.zeros((2, 3, env.obs_size)))
+    assert batched.shape == (2, 3, 8 * 8 * 16)
+
+
+def test_cnn_trains_on_minatar():
+    from purejaxppo import make_train
+
+    config = PPOConfig(env="Breakout-MinAtar", network="cnn", hidden_sizes=(32,),
+                       activation="relu", total_timesteps=4 * 512, num_envs=8, num_steps=64,
+                       update_epochs=1, num_minibatches=2)
+    result = jax.jit(make_train(config))(jax.random.key(0))
+    for name in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        assert np.isfinite(np.asarray(result.metrics[name])).all(), name
+    assert result.params["critic"]["params"]["ConvTorso_0"]["Conv_0"]["kernel"].shape == (
+        3, 3, 4, 16)

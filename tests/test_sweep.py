@@ -6,17 +6,23 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import TINY
+
 from purejaxppo import POLICY_LOSSES, Hyperparams, PPOConfig, make_train, sweep
+from purejaxppo.metrics import final_window
 from purejaxppo.sweeps import SWEEPABLE, choose_mesh
 
-TINY = dict(total_timesteps=1024, num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2)
+TINY = {**TINY, "total_timesteps": 1024}
 LRS = [2.5e-4, 1e-3]
 LOSSES = list(POLICY_LOSSES)
 
 
 def assert_runs_close(single, batched):
+    # A sweep over losses reports kl_beta for every run; a single run only for kl_penalty.
+    assert set(single.metrics) <= set(batched.metrics)
+    metrics = {k: batched.metrics[k] for k in single.metrics}
     for a, b in zip(jax.tree.leaves((single.params, single.metrics)),
-                    jax.tree.leaves((batched.params, batched.metrics)), strict=True):
+                    jax.tree.leaves((batched.params, metrics)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -50,7 +56,7 @@ def test_sweep_axes_table_and_markdown(loss_sweep):
     assert len(rows) == 2 * len(LOSSES) * 2
     assert rows[0].keys() == {"lr", "policy_loss", "seed", "final_return"}
     returns = np.asarray(result.result.metrics["episode_return"])
-    last = max(1, n // 20)
+    last = final_window(n)
     for row in rows:
         index = (LRS.index(row["lr"]), LOSSES.index(row["policy_loss"]), row["seed"])
         assert row["final_return"] == pytest.approx(float(returns[index][-last:].mean()))

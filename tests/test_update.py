@@ -1,4 +1,4 @@
-"""The update stage: the minibatch order and the flat-vector optimizer steps."""
+"""Update rules: the minibatch order, the flat-vector optimizer steps, each rule's metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from purejaxppo import PPOConfig
-from purejaxppo.train import collect_batch, init_state, make_agent
-from purejaxppo.update import loss_fn, make_optimizer, random_order, sgd_steps
+from purejaxppo import PPOConfig, make_train
+from purejaxppo.metrics import COMMON_METRICS
+from purejaxppo.train import collect_batch, init_state, make_agent, metric_names
+from purejaxppo.update import PPO_METRICS, make_optimizer, ppo_objective, random_order, sgd_steps
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 128, 512, 1000, 4097])
@@ -62,21 +63,22 @@ def test_flat_sgd_steps_equal_optax_steps_on_the_parameter_tree():
     state = init_state(agent, jax.random.key(3), hp)
     _, batch, _ = collect_batch(agent, state, hp, jax.random.key(4))
     key, lr = jax.random.key(5), jnp.float32(3e-3)
+    hp = hp._replace(lr=lr)
+    objective = ppo_objective(agent.nets, config, hp, state.opt_state.kl_beta)
 
     params, opt_state, infos = jax.jit(
-        lambda p, o: sgd_steps(p, o, batch, key, lr, agent.actor, agent.critic, config, hp,
-                               state.kl_beta))(state.params, state.opt_state)
+        lambda p, o: sgd_steps(p, o, batch, key, hp, objective, config.update_epochs,
+                               config.num_minibatches))(state.params, state.opt_state.adam)
 
     # Reference: the textbook loop, optax on the parameter dict, one minibatch at a time.
     tx = make_optimizer(hp.max_grad_norm)
-    ref_params, ref_opt = state.params, state.opt_state
+    ref_params, ref_opt = state.params, state.opt_state.adam
     ref_losses = []
     for epoch_key in jax.random.split(key, config.update_epochs):
         order = np.asarray(random_order(epoch_key, config.batch_size))
         for rows in order.reshape(config.num_minibatches, -1):
             mb = jax.tree.map(lambda x, rows=rows: x[rows], batch)
-            grads, info = jax.grad(loss_fn, has_aux=True)(
-                ref_params, mb, agent.actor, agent.critic, config, hp, state.kl_beta)
+            grads, info = jax.grad(objective, has_aux=True)(ref_params, mb)
             updates, ref_opt = tx.update(grads, ref_opt, ref_params)
             ref_params = optax.apply_updates(ref_params, jax.tree.map(lambda u: -lr * u, updates))
             ref_losses.append(info.policy_loss)
@@ -100,3 +102,18 @@ def test_random_order_has_no_runs_left_by_tied_random_bits():
         order = np.asarray(jax.jit(random_order, static_argnums=1)(jax.random.key(seed), n))
         np.testing.assert_array_equal(np.sort(order), np.arange(n))
         assert np.sum(order[1:] == order[:-1] + 1) < 10
+
+
+@pytest.mark.parametrize("rule, loss", [("ppo", "ppo_clip"), ("ppo", "kl_penalty"),
+                                        ("trpo", "ppo_clip")])
+def test_each_rule_reports_its_own_metrics(tiny, rule, loss):
+    config = tiny.replace(update_rule=rule, policy_loss=loss, total_timesteps=512)
+    metrics = jax.jit(make_train(config))(jax.random.key(0)).metrics
+    assert tuple(sorted(metrics)) == tuple(sorted(metric_names(config)))
+    assert set(COMMON_METRICS) <= set(metrics)
+    if rule == "ppo":
+        assert set(PPO_METRICS) <= set(metrics) and "trpo_kl" not in metrics
+        assert ("kl_beta" in metrics) == (loss == "kl_penalty")
+    else:
+        assert "clip_fraction" not in metrics and "kl_beta" not in metrics
+        assert {"trpo_kl", "trpo_line_search_steps", "trpo_improvement"} <= set(metrics)

@@ -1,0 +1,226 @@
+"""Environments: the protocol, auto-reset in one place, gymnax as an adapter, registered envs."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxppo import PPOConfig, envs, make_train
+from purejaxppo.rollout import reset_batch
+
+
+class ChainState(NamedTuple):
+    position: jax.Array
+
+
+class Chain:
+    """An adapter: walk right (action 1) along 0..length; reward 1 and termination at the end.
+
+    No time limit of its own (``max_episode_steps`` None) unless registered with one.
+    """
+
+    observation_space = envs.Box.of((2,), 0.0, 1.0)
+    action_space = envs.Discrete(2)
+    max_episode_steps = None
+
+    def __init__(self, length: int = 4) -> None:
+        self.length = length
+
+    def reset(self, key: jax.Array) -> tuple[jax.Array, ChainState]:
+        del key
+        return self._obs(jnp.zeros((), jnp.int32)), ChainState(jnp.zeros((), jnp.int32))
+
+    def transition(self, key: jax.Array, state: ChainState, action: jax.Array):
+        del key
+        position = jnp.clip(state.position + 2 * action - 1, 0, self.length)
+        at_end = position == self.length
+        return (self._obs(position), ChainState(position), at_end.astype(jnp.float32), at_end,
+                jnp.zeros((), bool))
+
+    def _obs(self, position: jax.Array) -> jax.Array:
+        return jnp.stack([position / self.length, 1.0 - position / self.length])
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(name: str, factory: Any, **kwargs: Any) -> None:
+        envs.register(name, factory, **kwargs)
+        names.append(name)
+
+    yield register
+    for name in names:
+        envs.unregister(name)
+
+
+def test_gymnax_ids_resolve_bare_and_prefixed_with_their_spaces():
+    bare, prefixed = envs.make("CartPole-v1"), envs.make("gymnax:CartPole-v1")
+    for env in (bare, prefixed):
+        assert env.observation_space == envs.Box.of((4,), env.observation_space.low,
+                                                    env.observation_space.high)
+        assert env.action_space == envs.Discrete(2)
+        assert env.obs_size == 4 and env.discrete and env.action_size == 2
+    pendulum = envs.make("Pendulum-v1")
+    assert isinstance(pendulum.action_space, envs.Box) and not pendulum.discrete
+    assert pendulum.action_space.low == (-2.0,) and pendulum.action_space.high == (2.0,)
+    breakout = envs.make("Breakout-MinAtar")
+    assert breakout.obs_shape == (10, 10, 4) and breakout.obs_size == 400
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Breakout-MinAtar", "Pendulum-v1"])
+def test_auto_reset_equals_gymnax_step_at_the_time_limit(env_id):
+    """Every env one step from its time limit: ``Env.step`` (auto-reset done by the protocol)
+    gives gymnax's own ``step`` results, keeps the real last observation, and resets."""
+    env = envs.make(env_id)
+    gym, params = env.adapter.env, env.adapter.params
+    n = 64
+    _, state = reset_batch(env, jax.random.split(jax.random.key(0), n))
+    state = state.replace(time=jnp.full((n,), params.max_steps_in_episode - 1))
+    actions = (jax.random.randint(jax.random.key(1), (n,), 0, env.action_size) if env.discrete
+               else jax.random.normal(jax.random.key(1), (n, env.action_size)))
+    step_keys = jax.random.split(jax.random.key(2), n)
+    obs, new_state, reward, term, trunc, final_obs = jax.vmap(env.step)(step_keys, state, actions)
+    theirs = jax.vmap(gym.step, in_axes=(0, 0, 0, None))(step_keys, state, actions, params)
+    assert bool(trunc.all())
+    flat = jax.vmap(env.flatten)
+    np.testing.assert_allclose(final_obs, flat(theirs[5]["final_observation"]), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(obs, flat(theirs[0]), rtol=1e-5, atol=1e-6)  # same reset keys
+    np.testing.assert_allclose(reward, theirs[2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(term, theirs[3])
+    np.testing.assert_array_equal(trunc, theirs[4])
+    assert int(new_state.time.max()) == 0
+    assert not np.allclose(obs, final_obs)  # the episode's last observation is kept apart
+
+
+def test_pre_drawn_reset_replaces_ended_episodes_only():
+    env = envs.make("CartPole-v1")
+    n = 8
+    _, state = reset_batch(env, jax.random.split(jax.random.key(0), n))
+    ending = jnp.arange(n) % 2 == 0
+    limit = env.adapter.params.max_steps_in_episode
+    state = state.replace(time=jnp.where(ending, limit - 1, 3))
+    reset = reset_batch(env, jax.random.split(jax.random.key(5), n))
+    obs, new_state, _, term, trunc, final_obs = jax.vmap(env.step)(
+        jax.random.split(jax.random.key(1), n), state, jnp.zeros(n, jnp.int32), reset)
+    done = np.asarray(term | trunc)
+    np.testing.assert_array_equal(done, np.asarray(ending))
+    np.testing.assert_array_equal(obs[done], reset[0][done])
+    np.testing.assert_array_equal(obs[~done], final_obs[~done])
+    np.testing.assert_array_equal(new_state.time, np.where(done, 0, 4))
+
+
+def test_discrete_observations_are_one_hot():
+    env = envs.make("FrozenLake-misc")
+    n = env.observation_space.n
+    assert env.observation_space == envs.Discrete(n) and env.obs_size == n
+    keys = jax.random.split(jax.random.key(0), 5)
+    raw = jax.vmap(lambda k: env.adapter.reset(k)[0])(keys)
+    obs, _ = reset_batch(env, keys)
+    np.testing.assert_array_equal(obs, np.eye(n, dtype=np.float32)[np.asarray(raw)])
+
+
+def test_unknown_ids_suggest_close_names_registered_ones_included(registered):
+    with pytest.raises(ValueError, match="'CartPole-v1'") as error:
+        envs.make("Cartpole-v1")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="download"):
+        envs.make("MNISTBandit-bsuite")
+    registered("LongCorridor-v3", Chain)
+    with pytest.raises(ValueError, match="'LongCorridor-v3'"):
+        envs.make("LongCoridor-v3")
+    assert "LongCorridor-v3" in envs.registered()
+
+
+def test_register_refuses_bad_input(registered):
+    with pytest.raises(ValueError, match="gymnax"):
+        envs.register("CartPole-v1", Chain)
+    with pytest.raises(ValueError, match="non-empty"):
+        envs.register("", Chain)
+    with pytest.raises(ValueError, match="callable"):
+        envs.register("X-v0", Chain())
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        envs.register("X-v0", Chain, max_episode_steps=0)
+    registered("Junk-v0", lambda: object())
+    with pytest.raises(ValueError, match="must return a gymnax Environment or a purejaxppo"):
+        envs.make("Junk-v0")
+
+
+def test_unsupported_spaces_are_named(registered):
+    class Grid(Chain):
+        action_space = envs.Box.of((2, 2), -1.0, 1.0)
+
+    class Factored(Chain):
+        action_space = envs.MultiDiscrete((2, 3))
+
+    registered("Grid-v0", Grid)
+    registered("Factored-v0", Factored)
+    with pytest.raises(ValueError, match=r"Box action space of shape \(2, 2\)"):
+        envs.make("Grid-v0")
+    with pytest.raises(ValueError, match="MultiDiscrete action space"):
+        envs.make("Factored-v0")
+
+
+def test_registered_adapter_time_limit_truncates_with_the_real_last_observation(registered):
+    """An adapter without a time limit of its own, registered with one: the protocol counts the
+    steps, truncates (not terminates) and keeps the last observation in final_obs."""
+    registered("Chain-v0", lambda: Chain(length=10), max_episode_steps=3)
+    env = envs.make("Chain-v0")
+    assert env.time_limit == 3
+    obs, state = env.reset(jax.random.key(0))
+    step = jax.jit(env.step)
+    seen = []
+    for t in range(3):
+        obs, state, reward, term, trunc, final_obs = step(jax.random.key(t), state, jnp.int32(1))
+        seen.append((bool(term), bool(trunc), np.asarray(final_obs), np.asarray(obs)))
+    assert [s[:2] for s in seen] == [(False, False), (False, False), (False, True)]
+    np.testing.assert_allclose(seen[2][2], [0.3, 0.7], rtol=1e-6)  # position 3 of 10
+    np.testing.assert_allclose(seen[2][3], [0.0, 1.0])  # the next episode's first observation
+    assert int(state.steps) == 0 and int(state.inner.position) == 0
+
+
+def test_registered_adapter_termination_is_not_truncation(registered):
+    registered("ShortChain-v0", lambda: Chain(length=2), max_episode_steps=50)
+    env = envs.make("ShortChain-v0")
+    _, state = env.reset(jax.random.key(0))
+    _, state, r1, t1, u1, _ = env.step(jax.random.key(1), state, jnp.int32(1))
+    _, state, r2, t2, u2, final_obs = env.step(jax.random.key(2), state, jnp.int32(1))
+    assert (bool(t1), bool(u1), float(r1)) == (False, False, 0.0)
+    assert (bool(t2), bool(u2), float(r2)) == (True, False, 1.0)
+    np.testing.assert_allclose(final_obs, [1.0, 0.0])
+
+
+def test_registered_gymnax_api_env_takes_its_own_time_limit(registered):
+    """A gymnax ``Environment`` registered by a user: its ``max_steps_in_episode`` truncates."""
+    from gymnax.environments.classic_control import cartpole
+
+    class ShortCartPole(cartpole.CartPole):
+        @property
+        def default_params(self):
+            return super().default_params.replace(max_steps_in_episode=5)
+
+    registered("ShortCartPole-v0", ShortCartPole)
+    env = envs.make("ShortCartPole-v0")
+    _, state = env.reset(jax.random.key(0))
+    truncs = []
+    for t in range(5):
+        _, state, _, term, trunc, _ = env.step(jax.random.key(t), state, jnp.int32(t % 2))
+        truncs.append(bool(trunc) and not bool(term))
+    assert truncs == [False] * 4 + [True]
+
+
+def test_registered_env_trains_and_learns_everywhere(registered):
+    """make_train, vmapped seeds and the policy all take a registered id."""
+    registered("Chain-v1", lambda: Chain(length=4), max_episode_steps=20)
+    config = PPOConfig(env="Chain-v1", total_timesteps=16 * 512, num_envs=4, num_steps=128,
+                       lr=3e-3)
+    result = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.key(0), 2))
+    lengths = np.asarray(result.metrics["episode_length"])
+    assert np.isfinite(lengths).all()
+    # Walking right takes 4 steps; a random walk takes far longer: both seeds learn to walk.
+    assert (lengths[:, -1] < 6).all(), lengths[:, -1]
