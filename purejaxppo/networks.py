@@ -210,6 +210,12 @@ def register_network(name: str, factory: NetworkFactory) -> None:
     _NETWORKS[name] = factory
 
 
+def unregister_network(name: str) -> None:
+    """Forgets a registered network (no error if there is none; the built-ins can be removed
+    too, so take care)."""
+    _NETWORKS.pop(name, None)
+
+
 def registered_networks() -> list[str]:
     """Names :func:`make_networks` accepts."""
     return list(_NETWORKS)

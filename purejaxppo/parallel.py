@@ -153,7 +153,6 @@ def shard_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     spec = PartitionSpec(mesh.axis_names)
     # check_vma=False: the scans' carries start as per-device constants and become per-device
     # data; nothing is communicated, so there is nothing for the check to protect.
-    # (Initialising many runs per device once deadlocked XLA:CPU: see networks.init_params.)
     return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 

@@ -261,7 +261,7 @@ def random_order(key: Array, n: int) -> Array:
     tie in every round: with ``ceil(3 b / (32 - b))`` rounds, some pair does with probability at
     most ``n^2 2^{-3b} / 2 <= 1 / (2n)``, the standard ``jax.random.permutation`` keeps. A sort of
     one integer array is several times faster on CPU than the key-and-value sort behind
-    ``jax.random.permutation`` (512 positions: ~15 us a round against ~66 us).
+    ``jax.random.permutation`` (``benchmarks/NOTES.md``).
     """
     if n <= 1:
         return jnp.zeros((n,), jnp.int32)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-
 from conftest import TINY
 
 from purejaxppo import POLICY_LOSSES, Hyperparams, PPOConfig, make_train, sweep
