@@ -106,6 +106,11 @@ def from_bytes(template: Any, data: bytes, name: str = "checkpoint"
         raw = serialization.msgpack_restore(data)
     except Exception:  # msgpack raises several types for truncated or garbled data
         raw = None
+    if (isinstance(raw, dict) and isinstance(raw.get("format"), str)
+            and raw["format"].startswith("purejaxppo-checkpoint/") and raw["format"] != FORMAT):
+        raise CheckpointError(f"{name} was written by another purejaxppo version (format "
+                              f"{raw['format']}, this version reads {FORMAT}); train again with "
+                              "this version, or evaluate it with the version that wrote it")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{name} is corrupt or not a purejaxppo checkpoint; point "
                               f"{CHECKPOINT_DIR}/{LATEST} at an earlier checkpoint or train again")

@@ -79,12 +79,14 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
         kind = hints[f.name]
         default = f.default
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = "none" if shown == "" else shown
         help_text = f"{docs.get(f.name, '')} (default: {shown})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kind) is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar="N")
+            item = typing.get_args(kind)[0]
+            kwargs.update(nargs="+", type=item, metavar="MODULE" if item is str else "N")
         elif kind in (int, float, str):
             kwargs.update(type=kind, metavar=kind.__name__.upper())
         else:
@@ -94,8 +96,8 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
 
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``purejaxppo train``."""
-    from purejaxppo.config import PPOConfig
     from purejaxppo.app.presets import RunOptions, presets
+    from purejaxppo.config import PPOConfig
 
     names = ", ".join(presets())
     parser = _Parser(
@@ -221,7 +223,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         make_agent(config)
         begin = experiment.start(config, options, run_dir, resume=True)
         print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} "
-              f"(update {int(begin.state.update[0])} of {config.num_updates})", flush=True)
+              f"(update {int(begin.state.updates_done[0])} of {config.num_updates})", flush=True)
         for leftover in checkpoint.incomplete_writes(run_dir):
             print(f"Ignoring {leftover.relative_to(run_dir)}: an incomplete checkpoint write of "
                   "an interrupted run (removed)", flush=True)

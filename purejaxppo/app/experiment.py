@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxppo.app import checkpoint, outputs
+from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, split_settings
+from purejaxppo.app.progress import ProgressBar, report_every
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
 from purejaxppo.parallel import compiler_options, seed_sharding
-from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, split_settings
-from purejaxppo.app.progress import ProgressBar, report_every
 from purejaxppo.train import TrainState, make_init, make_update
 
 Array = jax.Array
@@ -231,9 +231,10 @@ def device_description(num_seeds: int = 1) -> str:
 
 
 def first_nonfinite(state: TrainState, options: RunOptions) -> dict[str, int] | None:
-    """``{seed: first update with a NaN/Inf loss or parameter}`` for the seeds that had one."""
+    """``{seed: first update with a NaN/Inf loss or parameter}`` for the seeds that had one,
+    numbered from 1 like the ``update`` column of metrics.csv."""
     bad = np.asarray(state.first_nonfinite).reshape(-1)
-    found = {options.seed + i: int(u) for i, u in enumerate(bad) if u >= 0}
+    found = {options.seed + i: int(u) + 1 for i, u in enumerate(bad) if u >= 0}
     return found or None
 
 
@@ -283,7 +284,7 @@ def write_outputs(run_dir: str | Path, config: PPOConfig, options: RunOptions,
     outputs.write_json(run_dir / outputs.SUMMARY_FILE, summary)
     outputs.plot_returns(run_dir / outputs.PLOT_FILE, outcome.metrics["env_steps"][0],
                          outcome.metrics["episode_return"],
-                         f"{config.env}: PPO, {options.num_seeds} seed"
+                         f"{config.env}: {config.update_rule.upper()}, {options.num_seeds} seed"
                          f"{'s' if options.num_seeds > 1 else ''}")
     return summary
 

@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from purejaxppo.config import PPOConfig
 from purejaxppo import envs
+from purejaxppo.config import PPOConfig
 
 PRESETS_FILE = Path(__file__).with_name("presets.json")
 DEFAULT_ENV = "CartPole-v1"

@@ -4,19 +4,22 @@ reporting does not change results."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
-from purejaxppo import checkpoint, experiment, outputs
-from purejaxppo.config import PPOConfig
-from purejaxppo.presets import RunOptions
+from purejaxppo.app import checkpoint, experiment, outputs
+from purejaxppo.app.presets import RunOptions
+from purejaxppo.metrics import final_return, final_window
+from purejaxppo.train import metric_names
 
-TINY = PPOConfig(total_timesteps=2048, num_envs=4, num_steps=64)  # 8 updates
 OPTIONS = RunOptions(seed=3, num_seeds=2)
+UPDATES = 8  # conftest's TINY: 2048 steps of 4 envs x 64 steps
 
 
 def assert_trees_equal(a, b) -> None:
@@ -29,8 +32,8 @@ def assert_trees_equal(a, b) -> None:
 
 
 @pytest.fixture(scope="module")
-def initial() -> experiment.Start:
-    return experiment.start(TINY, OPTIONS)
+def initial(tiny) -> experiment.Start:
+    return experiment.start(tiny, OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,12 @@ def test_round_trip_is_exact_and_keeps_typed_keys(initial, metrics_like):
     state = initial.state
     assert jax.dtypes.issubdtype(state.key.dtype, jax.dtypes.prng_key)
     data = checkpoint.to_bytes(state, metrics_like, update=3)
+    assert serialization.msgpack_restore(data)["format"] == "purejaxppo-checkpoint/2"
     restored, metrics, update = checkpoint.from_bytes(state, data)
     assert update == 3
     assert_trees_equal(restored, state)
+    # PPO's optimiser state holds the KL coefficient beside Adam's state.
+    np.testing.assert_array_equal(restored.opt_state.kl_beta, state.opt_state.kl_beta)
     assert jax.dtypes.issubdtype(restored.key.dtype, jax.dtypes.prng_key)
     # The restored key draws the same numbers as the original.
     np.testing.assert_array_equal(jax.random.uniform(restored.key[0]),
@@ -56,14 +62,26 @@ def test_round_trip_is_exact_and_keeps_typed_keys(initial, metrics_like):
         assert metrics[k].dtype == metrics_like[k].dtype
 
 
-def test_checkpoint_of_another_config_is_refused(initial, metrics_like):
+def test_restore_into_shapes_only_template(tiny, initial, metrics_like):
+    """Resuming restores into ``jax.eval_shape`` of init (nothing compiled): still exact."""
     data = checkpoint.to_bytes(initial.state, metrics_like, update=3)
-    wider = experiment.start(TINY.replace(hidden_sizes=(32, 32)), OPTIONS).state
+    template = experiment.state_shapes(tiny, OPTIONS)
+    restored, _, _ = checkpoint.from_bytes(template, data)
+    assert_trees_equal(restored, initial.state)
+
+
+def test_checkpoint_of_another_config_is_refused(tiny, initial, metrics_like):
+    data = checkpoint.to_bytes(initial.state, metrics_like, update=3)
+    wider = experiment.state_shapes(tiny.replace(hidden_sizes=(32, 32)), OPTIONS)
     with pytest.raises(checkpoint.CheckpointError, match="another config"):
         checkpoint.from_bytes(wider, data)
     one_seed = jax.tree.map(lambda x: x[:1], initial.state)
     with pytest.raises(checkpoint.CheckpointError, match="another config"):
         checkpoint.from_bytes(one_seed, data)
+    # TRPO's optimiser state (the critic's Adam) is not PPO's (Adam and the KL coefficient).
+    trpo = experiment.state_shapes(tiny.replace(update_rule="trpo"), OPTIONS)
+    with pytest.raises(checkpoint.CheckpointError, match="another config"):
+        checkpoint.from_bytes(trpo, data)
 
 
 @pytest.mark.parametrize("garble", [lambda b: b[: len(b) // 2], lambda b: b"not msgpack" + b,
@@ -72,6 +90,13 @@ def test_corrupt_checkpoint_is_refused(initial, metrics_like, garble):
     data = checkpoint.to_bytes(initial.state, metrics_like, update=3)
     with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
         checkpoint.from_bytes(initial.state, garble(data))
+
+
+def test_checkpoint_of_the_previous_format_is_refused(initial, metrics_like):
+    raw = serialization.msgpack_restore(checkpoint.to_bytes(initial.state, metrics_like, 3))
+    raw["format"] = "purejaxppo-checkpoint/1"
+    with pytest.raises(checkpoint.CheckpointError, match="another purejaxppo version"):
+        checkpoint.from_bytes(initial.state, serialization.msgpack_serialize(raw))
 
 
 def test_save_points_latest_at_the_newest(tmp_path, initial, metrics_like):
@@ -113,13 +138,13 @@ def test_chunk_lengths():
 
 
 @pytest.fixture(scope="module")
-def plain(initial) -> experiment.Outcome:
-    return experiment.train(TINY, OPTIONS, initial)
+def plain(tiny, initial) -> experiment.Outcome:
+    return experiment.train(tiny, OPTIONS, initial)
 
 
-def test_progress_bar_does_not_change_results(initial, plain):
+def test_progress_bar_does_not_change_results(tiny, initial, plain):
     stream = io.StringIO()
-    shown = experiment.train(TINY, OPTIONS, initial, progress=stream)
+    shown = experiment.train(tiny, OPTIONS, initial, progress=stream)
     assert_trees_equal(shown.state, plain.state)
     assert plain.metrics.keys() == shown.metrics.keys()
     for k in plain.metrics:
@@ -128,27 +153,57 @@ def test_progress_bar_does_not_change_results(initial, plain):
     assert "8/8 updates" in text and "steps/s" in text and "return" in text
 
 
-def test_outcome_shapes(plain):
-    assert int(plain.state.update[0]) == TINY.num_updates == 8
+def test_outcome_shapes(tiny, plain):
+    assert tiny.num_updates == UPDATES
+    np.testing.assert_array_equal(plain.state.updates_done, [UPDATES] * OPTIONS.num_seeds)
+    # PPO's metrics: the common ones and the rule's, no kl_beta without the kl_penalty loss.
+    assert set(plain.metrics) == set(metric_names(tiny))
+    assert "clip_fraction" in plain.metrics and "kl_beta" not in plain.metrics
     for k, v in plain.metrics.items():
-        assert v.shape == (OPTIONS.num_seeds, TINY.num_updates), k
+        assert v.shape == (OPTIONS.num_seeds, UPDATES), k
     np.testing.assert_array_equal(plain.metrics["env_steps"][0], 256 * np.arange(1, 9))
     # Two seeds are two different runs.
     assert not np.array_equal(plain.metrics["policy_loss"][0], plain.metrics["policy_loss"][1])
 
 
-def test_final_return_is_the_mean_of_the_last_five_percent():
+def test_final_return_is_the_nan_aware_mean_of_the_last_five_percent():
     returns = np.stack([np.arange(100.0), np.zeros(100)])
-    np.testing.assert_allclose(outputs.final_returns(returns), [np.mean(np.arange(95, 100)), 0.0])
-    assert outputs.final_window(8) == 1 and outputs.final_window(976) == 49
+    np.testing.assert_allclose(final_return(returns), [np.mean(np.arange(95, 100)), 0.0])
+    assert final_window(8) == 1 and final_window(976) == 49 and final_window(1) == 1
+    # Updates in which no episode had finished yet (NaN) are left out; none finished: NaN.
+    late = np.arange(100.0)
+    late[96:98] = np.nan
+    np.testing.assert_allclose(final_return(late), np.mean([95.0, 98.0, 99.0]))
+    assert np.isnan(final_return(np.full(8, np.nan)))
 
 
-def test_metrics_csv_has_a_row_per_update_and_seed(plain):
+def test_summary_of_a_run_in_which_no_episode_finished(tmp_path, tiny, plain):
+    nan = {k: (np.full_like(v, np.nan) if k == "episode_return" else v)
+           for k, v in plain.metrics.items()}
+    summary = experiment.write_outputs(tmp_path, tiny, OPTIONS, None, plain._replace(metrics=nan))
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    final = summary["final_return"]
+    assert final["mean"] is None and final["std"] is None and final["per_seed"] == [None, None]
+    assert (tmp_path / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[1].split(",")[rows[0].split(",").index("episode_return")] == "nan"
+    table = experiment.summary_table(summary, "out")
+    assert "no episode finished yet" in table and "none finished" in table
+    # One seed finished an episode: mean and std are over that seed only.
+    one = dict(nan, episode_return=np.stack([plain.metrics["episode_return"][0], nan[
+        "episode_return"][1]]))
+    final = experiment.summarize(tiny, OPTIONS, None, plain._replace(metrics=one))["final_return"]
+    assert final["per_seed"][1] is None
+    assert final["mean"] == pytest.approx(final["per_seed"][0]) and final["std"] == 0.0
+
+
+def test_metrics_csv_has_a_row_per_update_and_seed(tiny, plain):
     text = outputs.metrics_csv(plain.metrics, seeds=[3, 4])
     lines = text.splitlines()
     header = lines[0].split(",")
     assert header[:3] == ["update", "seed", "env_steps"]
-    assert set(header[3:]) == set(plain.metrics) - {"env_steps"}
+    assert set(header[3:]) == set(metric_names(tiny)) - {"env_steps"}
+    assert len(header) == 2 + len(metric_names(tiny))
     assert len(lines) == 1 + 8 * 2
     assert lines[1].split(",")[:3] == ["1", "3", "256"]
     assert lines[-1].split(",")[:3] == ["8", "4", "2048"]
@@ -162,3 +217,19 @@ def test_plot_is_a_png(tmp_path, plain):
     path = Path(tmp_path) / "returns.png"
     outputs.plot_returns(path, plain.metrics["env_steps"][0], plain.metrics["episode_return"], "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_returns_with_no_finished_episode_yet(tmp_path, plain):
+    returns = plain.metrics["episode_return"].copy()
+    returns[:, :3] = np.nan  # the first updates, before any episode finished
+    path = Path(tmp_path) / "returns.png"
+    outputs.plot_returns(path, plain.metrics["env_steps"][0], returns, "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_title_names_the_update_rule(tmp_path, tiny, plain, monkeypatch):
+    titles = []
+    monkeypatch.setattr(outputs, "plot_returns", lambda *args: titles.append(args[-1]))
+    for rule in ("ppo", "trpo"):
+        experiment.write_outputs(tmp_path, tiny.replace(update_rule=rule), OPTIONS, None, plain)
+    assert titles == ["CartPole-v1: PPO, 2 seeds", "CartPole-v1: TRPO, 2 seeds"]

@@ -1,12 +1,13 @@
 """The purejaxppo command as a user runs it (a subprocess): outputs, resume, eval, bad input.
 
-Runs are tiny (8 updates of 4 envs x 64 steps, 2 seeds); the subprocesses share a compilation
-cache so that a program compiled by one run is reused by the next.
+Runs are tiny (conftest's TINY_FLAGS: 8 updates of 4 envs x 64 steps, 2 seeds); the
+subprocesses share a compilation cache, so a program compiled by one run is reused by the next
+run of the same shapes: run A's programs (chunks of 4 updates) by the killed-and-resumed run, run
+C's (one scan of 8) by the diverging run, whose learning rate is a traced hyperparameter.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import os
@@ -16,36 +17,46 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cli_helpers import (
+    Background,
+    assert_one_line_error,
+    cli_environment,
+    listing,
+    read_csv,
+    run_cli,
+)
+from conftest import TINY_FLAGS
 
 import purejaxppo
-from purejaxppo import cli, evaluate
+from purejaxppo.app import cli, evaluate
+from purejaxppo.app.presets import (
+    RunOptions,
+    SettingsError,
+    presets,
+    read_settings_file,
+    resolve,
+    settings_dict,
+)
 from purejaxppo.config import PPOConfig
-from purejaxppo.metrics import METRICS
-from purejaxppo.networks import init_params
+from purejaxppo.metrics import final_return
+from purejaxppo.networks import init_networks
 from purejaxppo.normalize import init_stats
-from purejaxppo.presets import SettingsError, presets, read_settings_file, resolve
-from purejaxppo.train import make_agent
+from purejaxppo.train import make_agent, metric_names
 
-TINY = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64"]  # 8 updates
 UPDATES, SEEDS = 8, (5, 6)
+RUN_A = [*TINY_FLAGS, "--num-seeds", "2", "--seed", "5"]
+"""The settings of run A (and of the runs compared with it)."""
 
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    env = dict(os.environ)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla-cache"))
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
-
-
-def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "purejaxppo.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return cli_environment(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +65,25 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_a(work, cli_env) -> tuple[Path, subprocess.CompletedProcess]:
+def run_c_started(work, cli_env, tmp_path_factory):
+    """Run C: run A's settings without checkpoints, one scan of 8 updates; started before run A
+    so that the two programs compile at the same time."""
+    run = Background(["train", *RUN_A, "--out", "C"], work, cli_env,
+                     tmp_path_factory.mktemp("run-c-logs"))
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="module")
+def run_a(work, cli_env, run_c_started) -> tuple[Path, subprocess.CompletedProcess]:
     """2 seeds, checkpointed every 4 updates: two chunks of one compiled program."""
-    proc = run_cli(["train", *TINY, "--num-seeds", "2", "--seed", "5", "--checkpoint-every", "4",
-                    "--out", "A"], work, cli_env)
+    proc = run_cli(["train", *RUN_A, "--checkpoint-every", "4", "--out", "A"], work, cli_env)
     assert proc.returncode == 0, proc.stderr
     return work / "A", proc
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+def config_of(settings: dict) -> PPOConfig:
+    return PPOConfig(**{k: v for k, v in settings.items() if k in PPOConfig.__dataclass_fields__})
 
 
 def test_train_writes_every_output(run_a):
@@ -74,28 +93,35 @@ def test_train_writes_every_output(run_a):
     assert config["env"] == "CartPole-v1" and config["preset"] == "CartPole-v1"
     assert config["total_timesteps"] == 2048 and config["num_envs"] == 4
     assert config["lr"] == 2.5e-4 and config["num_seeds"] == 2 and config["seed"] == 5
-    assert resolve({}, read_settings_file(out / "config.json")).config == PPOConfig(
-        **{k: v for k, v in config.items() if k in PPOConfig.__dataclass_fields__})
+    assert config["network"] == "mlp" and config["update_rule"] == "ppo"
+    assert config["imports"] == [] and config["checkpoint_every"] == 4
+    assert resolve({}, read_settings_file(out / "config.json")).config == config_of(config)
 
     rows = read_csv(out / "metrics.csv")
     assert len(rows) == UPDATES * len(SEEDS)
     assert list(rows[0])[:3] == ["update", "seed", "env_steps"]
-    assert set(rows[0]) == {"update", "seed", *METRICS}
+    # PPO's columns: the common ones and the rule's (kl_beta only with the kl_penalty loss).
+    assert set(rows[0]) == {"update", "seed", *metric_names(config_of(config))}
+    assert "clip_fraction" in rows[0] and "kl_beta" not in rows[0] and "trpo_kl" not in rows[0]
     assert [(int(r["update"]), int(r["seed"])) for r in rows[:3]] == [(1, 5), (1, 6), (2, 5)]
     assert int(rows[-1]["env_steps"]) == 2048
     assert all(np.isfinite(float(r["policy_loss"])) for r in rows)
+    assert all(int(r["nonfinite"]) == 0 for r in rows)
 
     summary = json.loads((out / "summary.json").read_text())
     finals = []
     for seed in SEEDS:
         returns = [float(r["episode_return"]) for r in rows if int(r["seed"]) == seed]
+        assert np.isfinite(returns[-1])  # CartPole episodes have ended by the last update
         finals.append(returns[-1])  # 5% of 8 updates: the last one
+        assert final_return(np.array(returns)) == pytest.approx(returns[-1])
     assert summary["final_return"]["per_seed"] == pytest.approx(finals)
     assert summary["final_return"]["mean"] == pytest.approx(np.mean(finals))
     assert summary["final_return"]["std"] == pytest.approx(np.std(finals))
     assert summary["num_updates"] == UPDATES and summary["seeds"] == list(SEEDS)
     assert summary["compile_time_s"] > 0 and summary["run_time_s"] > 0
     assert summary["env_steps_per_s"] > 0
+    assert summary["first_nonfinite_update"] is None and summary["resumed_from_update"] is None
     assert {"jax", "flax", "gymnax", "purejaxppo"} <= set(summary["versions"])
     # The CLI makes one CPU device per core (use_cpu_cores) and splits the seeds over them.
     cores = len(os.sched_getaffinity(0))
@@ -107,33 +133,19 @@ def test_train_writes_every_output(run_a):
     assert ckpts == ["ckpt-00000004.msgpack", "ckpt-00000008.msgpack", "latest"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt-00000008.msgpack"
 
+    assert proc.stdout.startswith("Training PPO on CartPole-v1 (preset CartPole-v1), 2 seeds x "
+                                  "8 updates of 256 steps -> A/\n")
     assert "final return" in proc.stdout and f"{summary['final_return']['mean']:.2f}" in proc.stdout
     assert "updates [" not in proc.stdout  # no progress bar: stdout is not a terminal
     assert proc.stderr == ""
     assert not [p for p in out.rglob(".*.tmp")]
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(run_a, work, cli_env):
+def test_chunked_run_equals_one_program(run_a, run_c_started, work):
     out, _ = run_a
-    resumed = work / "R"
-    shutil.copytree(out, resumed)
-    # Pretend the run died after its first checkpoint.
-    (resumed / "checkpoints" / "ckpt-00000008.msgpack").unlink()
-    (resumed / "checkpoints" / "latest").write_text("ckpt-00000004.msgpack\n")
-    for name in ("metrics.csv", "summary.json", "returns.png"):
-        (resumed / name).unlink()
-    proc = run_cli(["train", "--resume", "R"], work, cli_env)
+    proc = run_c_started.result()
     assert proc.returncode == 0, proc.stderr
-    final = "checkpoints/ckpt-00000008.msgpack"
-    assert (resumed / final).read_bytes() == (out / final).read_bytes()
-    assert (resumed / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
-    assert json.loads((resumed / "summary.json").read_text())["resumed_from_update"] == 4
-
-
-def test_chunked_run_equals_one_program(run_a, work, cli_env):
-    out, _ = run_a
-    proc = run_cli(["train", *TINY, "--num-seeds", "2", "--seed", "5", "--out", "C"], work, cli_env)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
     assert sorted(p.name for p in (work / "C" / "checkpoints").iterdir()) == [
         "ckpt-00000008.msgpack", "latest"]
     final = "checkpoints/ckpt-00000008.msgpack"
@@ -144,15 +156,18 @@ def test_chunked_run_equals_one_program(run_a, work, cli_env):
 def test_eval_prints_mean_return(run_a, work, cli_env):
     proc = run_cli(["eval", "A", "--episodes", "6", "--deterministic"], work, cli_env)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("CartPole-v1: checkpoint at update 8 of 8, deterministic "
+                                  "policy, 6 episodes x 2 seeds\n")
     m = re.search(r"return (-?[\d.]+) ± ([\d.]+)", proc.stdout)
     assert m, proc.stdout
     assert 8.0 <= float(m.group(1)) <= 500.0  # CartPole episodes last 8 to 500 steps
-    assert "6 episodes x 2 seeds" in proc.stdout and "per seed:" in proc.stdout
+    assert "per seed:" in proc.stdout and proc.stderr == ""
 
 
 def test_load_and_policy(run_a):
     out, _ = run_a
     run = purejaxppo.load(out)
+    assert isinstance(run, evaluate.Loaded) and purejaxppo.Loaded is evaluate.Loaded
     assert run.config.env == "CartPole-v1" and run.update == UPDATES and run.obs_stats is None
     both = purejaxppo.load(out, seed=None)
     leaf, leaf0 = jax.tree.leaves(both.params)[0], jax.tree.leaves(run.params)[0]
@@ -168,13 +183,15 @@ def test_load_and_policy(run_a):
     assert greedy.shape == (5,) and bool(jnp.all(greedy == greedy[0]))
     with pytest.raises(ValueError, match="needs a key"):
         purejaxppo.policy(run.config)(run.params, obs)
+    with pytest.raises(ValueError, match="does not end in"):
+        purejaxppo.policy(run.config)(run.params, jnp.zeros(3), jax.random.key(0))
     with pytest.raises(ValueError, match="out of range"):
         purejaxppo.load(out, seed=2)
 
 
 def fresh_params(config: PPOConfig) -> dict:
     agent = make_agent(config)
-    return init_params(jax.random.key(0), agent.actor, agent.critic, agent.spec.obs_size)
+    return init_networks(jax.random.key(0), agent.nets, agent.env.obs_size)
 
 
 def test_policy_of_a_box_env_clips_and_needs_obs_stats():
@@ -201,11 +218,117 @@ def test_gif_of_a_minatar_episode(tmp_path):
     assert (tmp_path / "ep.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
 
 
+def test_diverging_run_exits_with_the_first_bad_update(run_c_started, work, cli_env):
+    """A deliberately exploding configuration: exit 1, the first NaN update named, params kept.
+
+    Adam moves each parameter by about ``lr`` per step, so lr 1e38 overflows float32 at once.
+    Only traced hyperparameters differ from run C: its compiled program is reused.
+    """
+    run_c_started.result()  # compiled and cached by now
+    proc = run_cli(["train", *TINY_FLAGS, "--num-seeds", "2", "--lr", "1e38",
+                    "--max-grad-norm", "1e30", "--no-progress", "--out", "NAN"], work, cli_env)
+    assert proc.returncode == 1, proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "diverged: update" in message
+    summary = json.loads((work / "NAN" / "summary.json").read_text())
+    bad = summary["first_nonfinite_update"]
+    assert set(bad) == {"0", "1"}  # both seeds
+    seed, update = min(bad.items(), key=lambda kv: kv[1])
+    assert f"update {update} (seed {seed})" in message
+    rows = read_csv(work / "NAN" / "metrics.csv")
+    assert any(int(r["nonfinite"]) for r in rows)
+    # The reported update is the metrics.csv row (numbered from 1) that first flags it.
+    first_flagged = min(int(r["update"]) for r in rows
+                        if int(r["nonfinite"]) and r["seed"] == str(seed))
+    assert int(update) == first_flagged
+    loaded = purejaxppo.load(work / "NAN", seed=None)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))
+
+
+# --- A run killed while writing a checkpoint, and resumed.
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+real_fsync = os.fsync
+def fsync(fd):
+    real_fsync(fd)
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if "ckpt-00000008" in target and target.endswith(".tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename
+os.fsync = fsync
+from purejaxppo.app.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class Killed(NamedTuple):
+    killed: subprocess.CompletedProcess
+    latest: str
+    """checkpoints/latest right after the kill."""
+    leftovers: list[str]
+    """Temporary files in checkpoints/ right after the kill."""
+    params: dict
+    """``purejaxppo.load`` of the run directory right after the kill."""
+    resumed: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="module")
+def killed(run_a, work, cli_env) -> Killed:
+    """Run A again, killed between writing its final checkpoint and renaming it; then resumed."""
+    args = ["train", *RUN_A, "--checkpoint-every", "4", "--no-progress", "--out", "KILLED"]
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=work,
+                          env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr
+    folder = work / "KILLED" / "checkpoints"
+    latest = (folder / "latest").read_text().strip()
+    leftovers = [p.name for p in folder.glob(".*.tmp")]
+    params = purejaxppo.load(work / "KILLED").params
+    resumed = run_cli(["train", "--resume", "KILLED", "--no-progress"], work, cli_env)
+    return Killed(proc, latest, leftovers, params, resumed)
+
+
+def test_run_killed_mid_checkpoint_write_resumes_from_the_previous_one(killed, work):
+    assert killed.latest == "ckpt-00000004.msgpack"
+    assert len(killed.leftovers) == 1 and "ckpt-00000008" in killed.leftovers[0]
+    # The previous checkpoint is intact.
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(killed.params))
+
+    resumed = killed.resumed
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith(
+        "Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)\n")
+    assert "incomplete checkpoint write" in resumed.stdout
+    assert "Resuming PPO on CartPole-v1" in resumed.stdout and "resumed at" in resumed.stdout
+    assert not list((work / "KILLED" / "checkpoints").glob(".*.tmp"))
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(killed, run_a, work):
+    assert killed.resumed.returncode == 0, killed.resumed.stderr
+    a, b = run_a[0], work / "KILLED"
+    final = "checkpoints/ckpt-00000008.msgpack"
+    assert (b / final).read_bytes() == (a / final).read_bytes()
+    assert (b / "metrics.csv").read_text() == (a / "metrics.csv").read_text()
+    assert json.loads((b / "summary.json").read_text())["resumed_from_update"] == 4
+    assert (b / "returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # --- Bad input: one line on stderr naming the problem and the fix, exit code 2, nothing written.
 
 
 BAD_INPUTS = {
     "unknown env": (["--env", "CartPol-v1", "--out", "bad"], "Did you mean 'CartPole-v1'"),
+    "existing output": (["--out", "A"], "already exists; pass --overwrite"),
+    "resume corrupt checkpoint": (["--resume", "K"], "is corrupt"),
+    "cnn on flat observations": (["--network", "cnn", "--out", "bad"],
+                                 "network='cnn' needs [height, width, channels] observations"),
+}
+"""Case -> (arguments, expected part of the message), run as subprocesses beside run A."""
+
+MORE_BAD_INPUTS = {
     "preset for another env": (["--env", "Acrobot-v1", "--preset", "CartPole-v1", "--out", "bad"],
                                "preset 'CartPole-v1' is for CartPole-v1"),
     "minibatches do not divide": (["--num-minibatches", "3", "--out", "bad"],
@@ -214,13 +337,7 @@ BAD_INPUTS = {
     "negative lr": (["--lr", "-0.1", "--out", "bad"], "lr=-0.1 is invalid: must be > 0"),
     "missing config file": (["--config", "nope.json", "--out", "bad"], "does not exist"),
     "corrupt config file": (["--config", "corrupt.json", "--out", "bad"], "not valid JSON"),
-    "existing output": (["--out", "A"], "already exists; pass --overwrite"),
     "resume without checkpoint": (["--resume", "nockpt"], "has no checkpoint"),
-    "resume corrupt checkpoint": (["--resume", "K"], "is corrupt"),
-}
-"""Case -> (arguments, expected part of the message), run as subprocesses beside run A."""
-
-MORE_BAD_INPUTS = {
     "unknown preset": (["--preset", "Cartpole", "--out", "bad"], "did you mean 'CartPole-v1'"),
     "zero seeds": (["--num-seeds", "0", "--out", "bad"], "num_seeds=0 is invalid"),
     "not a number": (["--num-envs", "four", "--out", "bad"], "invalid int value: 'four'"),
@@ -229,19 +346,25 @@ MORE_BAD_INPUTS = {
                            "unknown setting 'learning_rate'"),
     "overwrite a non-run": (["--out", "notrun", "--overwrite"], "not a purejaxppo run directory"),
     "resume with new settings": (["--resume", "A", "--lr", "0.1"], "cannot take --lr"),
+    "resume with imports": (["--resume", "A", "--imports", "mod"], "cannot take --imports"),
+    "unknown network": (["--network", "transformer", "--out", "bad"],
+                        "unknown network 'transformer'"),
     "eval corrupt checkpoint": (["eval", "K"], "is corrupt"),
     "eval missing run": (["eval", "nowhere"], "does not exist"),
     "eval zero episodes": (["eval", "A", "--episodes", "0"], "must be a positive integer"),
     "unknown command": (["evaluate", "A"], "did you mean 'eval'"),
     "gif without renderer": (["eval", "A", "--gif", "a.gif"], "pip install 'purejaxppo[render]'"),
 }
-"""The same checks, through ``cli.main`` in this process (a subprocess costs ~3 s of imports)."""
+"""The same checks, through ``cli.main`` in this process (a subprocess costs ~3 s of imports):
+the same code path up to the exit code, so the subprocesses above keep one case per depth of
+checking: settings, networks (make_agent), output directory, checkpoint."""
 
 HAS_PYGAME = importlib.util.find_spec("pygame") is not None
 
 
 @pytest.fixture(scope="module")
-def bad_setup(run_a, work) -> Path:
+def bad_setup(run_a, run_c_started, work) -> Path:
+    run_c_started.result()  # nothing else writes into work while the bad inputs are checked
     (work / "corrupt.json").write_text('{"lr": 0.001,')
     (work / "unknown.json").write_text('{"learning_rate": 0.001}')
     (work / "notrun").mkdir()
@@ -254,31 +377,17 @@ def bad_setup(run_a, work) -> Path:
     return work
 
 
-def _listing(work: Path) -> list[str]:
-    return sorted(p.relative_to(work).as_posix() for p in work.rglob("*")
-                  if "xla" not in p.as_posix())
-
-
 @pytest.fixture(scope="module")
 def bad_runs(bad_setup, cli_env) -> dict[str, subprocess.CompletedProcess]:
-    """Every bad input, run four at a time; none may write anything."""
+    """Every bad input, run three at a time; none may write anything."""
     work = bad_setup
-    before = _listing(work)
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    before = listing(work)
+    with ThreadPoolExecutor(max_workers=3) as pool:
         procs = pool.map(lambda args: run_cli(args, work, cli_env),
                          [a for a, _ in BAD_INPUTS.values()])
         results = dict(zip(BAD_INPUTS, procs, strict=True))
-    assert _listing(work) == before
+    assert listing(work) == before
     return results
-
-
-def assert_one_line_error(code: int, out: str, err: str, expected: str) -> None:
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("purejaxppo: error: ")
-    assert expected in lines[0]
-    assert "Traceback" not in err and out == ""
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -287,18 +396,24 @@ def test_bad_input_is_one_line_and_exit_code_2(bad_runs, case):
     assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, BAD_INPUTS[case][1])
 
 
+def test_unknown_env_message_lists_the_environments(bad_runs):
+    line = bad_runs["unknown env"].stderr.strip()
+    assert "unknown environment 'CartPol-v1'" in line and "Breakout-MinAtar" in line
+    assert line.endswith("(register your own with purejaxppo.envs.register)")
+
+
 @pytest.mark.parametrize("case", list(MORE_BAD_INPUTS))
 def test_more_bad_input_in_process(bad_setup, case, capsys, monkeypatch):
     if case.startswith("gif") and HAS_PYGAME:
         pytest.skip("pygame is installed, so --gif can render classic-control envs")
     monkeypatch.chdir(bad_setup)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")  # leave this process's jax config alone
-    before = _listing(bad_setup)
+    before = listing(bad_setup)
     args, expected = MORE_BAD_INPUTS[case]
     code = cli.main(args)
     captured = capsys.readouterr()
     assert_one_line_error(code, captured.out, captured.err, expected)
-    assert _listing(bad_setup) == before
+    assert listing(bad_setup) == before
 
 
 # --- Settings resolution, help and output directory, in process.
@@ -318,6 +433,28 @@ def test_precedence_defaults_preset_file_flags():
     assert resolve({"env": "CartPole-v1"}, {"env": "Pendulum-v1"}).config.env == "CartPole-v1"
     no_preset = resolve({"env": "Catch-bsuite", "total_timesteps": 4096})
     assert no_preset.preset is None and no_preset.config.lr == PPOConfig.lr
+    # Settings the presets do not hold keep PPOConfig's defaults.
+    assert acro.config.network == "mlp" and acro.config.update_rule == "ppo"
+    assert acro.options == RunOptions()
+
+
+def test_imports_setting(tmp_path, monkeypatch):
+    """``imports`` is imported before the env is checked; config.json keeps it as a list."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "settings_probe_module.py").write_text("IMPORTED = True\n")
+    (tmp_path / "broken_probe_module.py").write_text("1 / 0\n")
+    try:
+        resolved = resolve({"imports": ["settings_probe_module"]})
+        assert resolved.options.imports == ("settings_probe_module",)
+        assert sys.modules["settings_probe_module"].IMPORTED
+        assert settings_dict(*resolved)["imports"] == ["settings_probe_module"]
+        with pytest.raises(SettingsError, match="must be a list of module names"):
+            RunOptions(imports="settings_probe_module")
+        with pytest.raises(SettingsError, match="'broken_probe_module'.*ZeroDivisionError"):
+            resolve({"imports": ["broken_probe_module"]})
+    finally:
+        sys.modules.pop("settings_probe_module", None)
 
 
 def test_every_preset_is_valid_and_runs_whole_batches():
@@ -332,7 +469,8 @@ def test_every_preset_is_valid_and_runs_whole_batches():
 
 def test_yaml_settings_file(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("env: Acrobot-v1\nlr: 0.001\nhidden_sizes: [32, 32]\nnum_seeds: 2\n")
+    path.write_text("env: Acrobot-v1\nlr: 0.001\nhidden_sizes: [32, 32]\nnum_seeds: 2\n"
+                    "imports: []\nnetwork: mlp\n")
     resolved = resolve({}, read_settings_file(path))
     assert resolved.config.hidden_sizes == (32, 32) and resolved.options.num_seeds == 2
     path.write_text("lr: [unclosed\n")
@@ -349,8 +487,13 @@ def test_help_has_a_flag_per_config_field_with_its_docstring(capsys):
     for name in PPOConfig.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in text, name
         assert docs[name] in text, name
+    run_docs = cli.field_docs(RunOptions)
+    for name in RunOptions.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text, name
+        assert run_docs[name] in text, name
     for flag in ("--env", "--preset", "--num-seeds", "--config", "--out", "--no-progress",
-                 "--overwrite", "--checkpoint-every", "--resume", "--seed"):
+                 "--overwrite", "--checkpoint-every", "--resume", "--seed", "--network",
+                 "--imports MODULE [MODULE ...]", "--hidden-sizes N [N ...]"):
         assert flag in text
 
 
@@ -361,57 +504,3 @@ def test_default_output_directory_is_new(tmp_path, monkeypatch):
     path.mkdir(parents=True)
     again, _ = cli._out_dir(None, "CartPole-v1", overwrite=False)
     assert again != path and not again.exists()
-
-
-def test_diverging_run_exits_with_the_first_bad_update(work, cli_env):
-    """A deliberately exploding configuration: exit 1, the first NaN update named, params kept."""
-    proc = run_cli(["train", "--env", "Pendulum-v1", *TINY, "--lr", "1e12", "--max-grad-norm",
-                    "1e30", "--no-anneal-lr", "--no-progress", "--out", "NAN"], work, cli_env)
-    assert proc.returncode == 1, proc.stderr
-    message = proc.stderr.strip().splitlines()[-1]
-    assert "diverged: update" in message and "seed 0" in message
-    summary = json.loads((work / "NAN" / "summary.json").read_text())
-    (seed, update), = summary["first_nonfinite_update"].items()
-    assert f"update {update} " in message
-    loaded = purejaxppo.load(work / "NAN")
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))
-
-
-KILL_DURING_SAVE = """
-import os, signal, sys
-real_fsync = os.fsync
-def fsync(fd):
-    real_fsync(fd)
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return
-    if "ckpt-00000008" in target and target.endswith(".tmp"):
-        os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename
-os.fsync = fsync
-from purejaxppo.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_run_killed_mid_checkpoint_write_resumes_from_the_previous_one(run_a, work, cli_env):
-    args = ["train", *TINY, "--num-seeds", "2", "--seed", "5", "--checkpoint-every", "4",
-            "--no-progress", "--out", "KILLED"]
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=work,
-                            env=cli_env, capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -9, killed.stderr
-    folder = work / "KILLED" / "checkpoints"
-    assert (folder / "latest").read_text().strip() == "ckpt-00000004.msgpack"
-    leftovers = list(folder.glob(".*.tmp"))
-    assert len(leftovers) == 1 and "ckpt-00000008" in leftovers[0].name
-    loaded = purejaxppo.load(work / "KILLED")  # the previous checkpoint is intact
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(loaded.params))
-
-    resumed = run_cli(["train", "--resume", "KILLED", "--no-progress"], work, cli_env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)" in resumed.stdout
-    assert "incomplete checkpoint write" in resumed.stdout
-    assert not list(folder.glob(".*.tmp"))
-    # And it finishes exactly where the uninterrupted run A finished.
-    a, b = run_a[0], work / "KILLED"
-    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
