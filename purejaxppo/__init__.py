@@ -8,57 +8,61 @@ Public API::
     from purejaxppo import gradient_agreement                # do the losses' gradients agree?
     from purejaxppo import policy, load                      # act with a trained policy
 
-The library never imports the command-line application (:mod:`purejaxppo.app`); ``load``, which
-reads a run directory the application wrote, is imported from there on first use.
+Names are imported on first use (PEP 562), so ``import purejaxppo`` is instant and the command
+line answers ``--help`` without loading JAX. The library never imports the command-line
+application (:mod:`purejaxppo.app`); ``load``, which reads a run directory the application wrote,
+comes from there.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from purejaxppo import envs, losses, metrics, networks
-from purejaxppo.acting import policy
-from purejaxppo.analysis import GradientAgreement, gradient_agreement
-from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
-from purejaxppo.networks import Networks
-from purejaxppo.parallel import make_train_data_parallel
-from purejaxppo.sweeps import SweepResult, sweep
-from purejaxppo.train import TrainResult, TrainState, make_init, make_run, make_train, make_update
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"load": "purejaxppo.app.evaluate", "Loaded": "purejaxppo.app.evaluate"}
+_EXPORTS = {
+    "POLICY_LOSSES": "purejaxppo.losses",
+    "get_policy_loss": "purejaxppo.losses",
+    "GradientAgreement": "purejaxppo.analysis",
+    "gradient_agreement": "purejaxppo.analysis",
+    "Hyperparams": "purejaxppo.config",
+    "PPOConfig": "purejaxppo.config",
+    "Networks": "purejaxppo.networks",
+    "make_train_data_parallel": "purejaxppo.parallel",
+    "SweepResult": "purejaxppo.sweeps",
+    "sweep": "purejaxppo.sweeps",
+    "TrainResult": "purejaxppo.train",
+    "TrainState": "purejaxppo.train",
+    "make_init": "purejaxppo.train",
+    "make_run": "purejaxppo.train",
+    "make_train": "purejaxppo.train",
+    "make_update": "purejaxppo.train",
+    "policy": "purejaxppo.acting",
+    "load": "purejaxppo.app.evaluate",
+    "Loaded": "purejaxppo.app.evaluate",
+}
+_SUBMODULES = ("envs", "losses", "metrics", "networks")
+
+if TYPE_CHECKING:  # for type checkers and editors; nothing is imported at run time
+    from purejaxppo import envs, losses, metrics, networks  # noqa: F401
+    from purejaxppo.acting import policy  # noqa: F401
+    from purejaxppo.analysis import GradientAgreement, gradient_agreement  # noqa: F401
+    from purejaxppo.config import Hyperparams, PPOConfig  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"purejaxppo.{name}")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
     raise AttributeError(f"module 'purejaxppo' has no attribute {name!r}")
 
 
-__all__ = [
-    "POLICY_LOSSES",
-    "GradientAgreement",
-    "Hyperparams",
-    "Loaded",
-    "Networks",
-    "PPOConfig",
-    "SweepResult",
-    "TrainResult",
-    "TrainState",
-    "envs",
-    "get_policy_loss",
-    "gradient_agreement",
-    "load",
-    "losses",
-    "make_init",
-    "make_run",
-    "make_train",
-    "make_train_data_parallel",
-    "make_update",
-    "metrics",
-    "networks",
-    "policy",
-    "sweep",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])

@@ -13,12 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from purejaxppo import networks as netlib
+from purejaxppo import evaluation
 from purejaxppo import normalize as norm
-from purejaxppo import rollout as rollout_lib
 from purejaxppo.config import PPOConfig
-from purejaxppo.distributions import Categorical, DiagGaussian
-from purejaxppo.envs import Box
 from purejaxppo.networks import Networks
 from purejaxppo.train import Agent, make_agent
 
@@ -28,28 +25,17 @@ Array = jax.Array
 def make_act(agent: Agent) -> Callable[..., Array]:
     """``act_flat(params, flat_obs [*batch, obs_size], key, deterministic, obs_stats)``: the
     policy on observations already flattened by :mod:`purejaxppo.envs`."""
-    config, env = agent.config, agent.env
+    config = agent.config
 
     def act_flat(params: dict, x: Array, key: Array | None, deterministic: bool,
                  obs_stats: norm.RunningStats | None) -> Array:
-        if config.normalize_obs:
-            if obs_stats is None:
-                raise ValueError("this policy was trained with normalize_obs: pass "
-                                 "obs_stats=load(run_dir).obs_stats")
-            x = norm.normalize(obs_stats, x)
-        dist = netlib.policy(agent.nets, params, x)
-        if deterministic:
-            action = dist.mode()
-        elif key is None:
+        if config.normalize_obs and obs_stats is None:
+            raise ValueError("this policy was trained with normalize_obs: pass "
+                             "obs_stats=load(run_dir).obs_stats")
+        if not deterministic and key is None:
             raise ValueError("sampling an action needs a key; pass key= or deterministic=True")
-        else:
-            dist_cls = Categorical if env.discrete else DiagGaussian
-            action = dist.sample(dist_cls.noise(key, x.shape[:-1], env.action_size))
-        space = env.action_space
-        if isinstance(space, Box):
-            action = jnp.clip(action, jnp.asarray(space.low, jnp.float32),
-                              jnp.asarray(space.high, jnp.float32))
-        return action
+        stats = obs_stats if config.normalize_obs else None
+        return evaluation.act(agent.env, agent.nets, params, x, key, deterministic, stats)
 
     return act_flat
 
@@ -85,49 +71,16 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
     return act
 
 
-def episode_limit(agent: Agent) -> int:
-    """The environment's time limit (10,000 steps when it declares none)."""
-    env = agent.env
-    limit = env.time_limit or getattr(env.adapter, "episode_limit", None)
-    return int(limit) if limit else 10_000
-
-
 def make_evaluate(config: PPOConfig, episodes: int, deterministic: bool,
                   max_steps: int | None = None, networks: Networks | None = None
                   ) -> Callable[..., tuple[Array, Array, Array]]:
-    """``evaluate(params, obs_stats, key) -> (returns, lengths, finished)``, each ``[episodes]``.
-
-    One environment per episode, stepped together (vmap) in a ``lax.while_loop`` that stops when
-    every episode has ended or after ``max_steps`` steps (default: the env's time limit).
-    """
+    """``evaluate(params, obs_stats, key) -> (returns, lengths, finished)``, each ``[episodes]``
+    (:func:`purejaxppo.evaluation.run_episodes`; ``max_steps`` defaults to the time limit)."""
     agent = make_agent(config, networks)
-    act_flat = make_act(agent)
-    env = agent.env
-    limit = max_steps or episode_limit(agent)
-    step_env = jax.vmap(env.step)
 
     def evaluate(params: dict, obs_stats: Any, key: Array):
-        k_reset, key = jax.random.split(key)
-        obs, env_state = rollout_lib.reset_batch(env, jax.random.split(k_reset, episodes))
-        zeros = jnp.zeros((episodes,))
-        done = jnp.zeros((episodes,), bool)
-
-        def running(carry):
-            t, *_, done = carry
-            return (t < limit) & ~jnp.all(done)
-
-        def step(carry):
-            t, key, obs, env_state, ret, length, done = carry
-            key, k_act, k_env = jax.random.split(key, 3)
-            action = act_flat(params, obs, k_act, deterministic, obs_stats)
-            obs, env_state, reward, terminated, truncated, _ = step_env(
-                jax.random.split(k_env, episodes), env_state, action)
-            ret = ret + jnp.where(done, 0.0, reward)
-            length = length + (~done).astype(jnp.int32)
-            return t + 1, key, obs, env_state, ret, length, done | terminated | truncated
-
-        carry = (0, key, obs, env_state, zeros, jnp.zeros((episodes,), jnp.int32), done)
-        *_, ret, length, done = jax.lax.while_loop(running, step, carry)
-        return ret, length, done
+        stats = obs_stats if config.normalize_obs else None
+        return evaluation.run_episodes(agent.env, agent.nets, params, stats, key, episodes,
+                                       deterministic, max_steps)
 
     return evaluate

@@ -13,11 +13,11 @@ import math
 import warnings
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
-
-from purejaxppo.losses import POLICY_LOSSES
+# No JAX import at module level: the command line reads the fields (its flags) and answers
+# --help and argument errors before it imports JAX.
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
+EVAL_MODES = ("deterministic", "sampled", "both")
 UPDATE_RULES = ("ppo", "trpo")
 
 
@@ -37,6 +37,9 @@ class Hyperparams(NamedTuple):
 
 
 HYPERPARAMS = Hyperparams._fields
+
+MAX_TIMESTEPS = 2**31 - 1
+"""Largest ``total_timesteps``: environment-step counts are int32 on device."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +77,8 @@ class PPOConfig:
     """Anneal the learning rate linearly over the run: update k (from 0) uses
     lr * (1 - k / num_updates), so the last update uses lr / num_updates; never below 0."""
     policy_loss: str = "ppo_clip"
-    """Policy loss, a name in purejaxppo.losses.POLICY_LOSSES."""
+    """Policy loss: ppo_clip, ppo_clip_log, importance_ratio, importance_log, policy_gradient or
+    kl_penalty (purejaxppo.losses.POLICY_LOSSES)."""
     norm_adv: bool = True
     """Normalise advantages to zero mean, unit std within each minibatch."""
     clip_value: bool = True
@@ -107,10 +111,21 @@ class PPOConfig:
     """Normalise observations by running mean and std (kept in the train state)."""
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return (kept in the train state)."""
+    eval_every: int = 0
+    """Evaluate the policy inside the program after every N-th update (metrics eval_return and
+    eval_length, NaN at other updates); 0: never."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, on fresh environments (one environment each)."""
+    eval_mode: str = "deterministic"
+    """Policy evaluated: 'deterministic' (most likely action / mean), 'sampled', or 'both'
+    (then also eval_return_sampled and eval_length_sampled)."""
 
     def __post_init__(self) -> None:
-        # tyro and JSON hand lists over; keep the dataclass hashable.
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+                object.__setattr__(self, f.name, value.item())  # numpy / JAX scalars
+        object.__setattr__(self, "hidden_sizes", _layer_widths(self.hidden_sizes))
         _validate(self)
 
     @property
@@ -130,6 +145,8 @@ class PPOConfig:
 
     def hyperparams(self) -> Hyperparams:
         """The traced hyperparameters of this config, as float32 scalars."""
+        import jax.numpy as jnp
+
         return Hyperparams(*(jnp.asarray(getattr(self, f), jnp.float32) for f in HYPERPARAMS))
 
     def replace(self, **changes: Any) -> PPOConfig:
@@ -145,6 +162,26 @@ class PPOConfig:
 
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"PPOConfig.{name}={value!r} is invalid: {allowed}")
+
+
+def _layer_widths(value: Any) -> tuple[int, ...]:
+    """``hidden_sizes`` as a tuple of ints: a list/tuple of whole numbers, or one int."""
+    allowed = "must be a list of positive layer widths such as [64, 64]"
+    if isinstance(value, (bool, str, bytes)):
+        _fail("hidden_sizes", value, allowed)
+    if isinstance(value, int):
+        value = (value,)
+    try:
+        widths = tuple(value)
+    except TypeError:
+        _fail("hidden_sizes", value, allowed)
+    out = []
+    for w in widths:
+        w = w.item() if hasattr(w, "item") else w
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or int(w) != w:
+            _fail("hidden_sizes", value, allowed)
+        out.append(int(w))
+    return tuple(out)
 
 
 def _validate(c: PPOConfig) -> None:
@@ -168,6 +205,10 @@ def _validate(c: PPOConfig) -> None:
     if c.batch_size % c.num_minibatches:
         _fail("num_minibatches", c.num_minibatches,
               f"must divide num_envs * num_steps = {c.batch_size}")
+    if c.total_timesteps > MAX_TIMESTEPS:
+        _fail("total_timesteps", c.total_timesteps,
+              f"must be at most {MAX_TIMESTEPS:,} (2^31 - 1: step counts are int32 on device); "
+              "run longer training as several resumed runs")
     if c.total_timesteps < c.batch_size:
         _fail("total_timesteps", c.total_timesteps,
               f"must be at least one rollout, num_envs * num_steps = {c.batch_size}")
@@ -190,6 +231,8 @@ def _validate(c: PPOConfig) -> None:
     for name in ("ent_coef", "vf_coef", "kl_beta_init"):
         if getattr(c, name) < 0:
             _fail(name, getattr(c, name), "must be >= 0")
+    from purejaxppo.losses import POLICY_LOSSES  # JAX, imported only to validate
+
     if c.policy_loss not in POLICY_LOSSES:
         _fail("policy_loss", c.policy_loss, f"must be one of {', '.join(POLICY_LOSSES)}")
     if c.update_rule not in UPDATE_RULES:
@@ -205,5 +248,11 @@ def _validate(c: PPOConfig) -> None:
         _fail("line_search_decay", c.line_search_decay, "must be in (0, 1)")
     if not c.hidden_sizes or any(h < 1 for h in c.hidden_sizes):
         _fail("hidden_sizes", c.hidden_sizes, "must be one or more positive layer widths")
+    if c.eval_every < 0:
+        _fail("eval_every", c.eval_every, "must be >= 0 (0: no evaluation)")
+    if c.eval_episodes < 1:
+        _fail("eval_episodes", c.eval_episodes, "must be a positive integer")
+    if c.eval_mode not in EVAL_MODES:
+        _fail("eval_mode", c.eval_mode, f"must be one of {', '.join(EVAL_MODES)}")
     if c.activation not in ACTIVATIONS:
         _fail("activation", c.activation, f"must be one of {', '.join(ACTIVATIONS)}")

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxppo import envs, trpo
+from purejaxppo import envs, evaluation, trpo
 from purejaxppo import rollout as rollout_lib
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.config import Hyperparams, PPOConfig
@@ -108,9 +108,9 @@ def metric_names(config: PPOConfig, policy_losses: tuple[str, ...] | None = None
                  ) -> tuple[str, ...]:
     """The keys of ``TrainResult.metrics`` for ``config`` (common ones, then the rule's)."""
     if config.update_rule == "trpo":
-        return (*COMMON_METRICS, *trpo.TRPO_METRICS)
+        return (*COMMON_METRICS, *trpo.TRPO_METRICS, *eval_metric_names(config))
     kl = ("kl_beta",) if "kl_penalty" in (policy_losses or (config.policy_loss,)) else ()
-    return (*COMMON_METRICS, *PPO_METRICS, *kl)
+    return (*COMMON_METRICS, *PPO_METRICS, *kl, *eval_metric_names(config))
 
 
 def as_key(key: Array) -> Array:
@@ -206,12 +206,55 @@ def guard_nonfinite(state: TrainState, new_params: dict, opt_state: Any,
     return params, opt_state, finite, first
 
 
+EVAL_STREAM = 0x5EED
+"""Evaluation draws its keys from ``fold_in(state.key, EVAL_STREAM)``: training's own random
+stream is untouched, so results are the same with evaluation on or off."""
+
+
+def eval_metric_names(config: PPOConfig) -> tuple[str, ...]:
+    """The evaluation metrics of ``config`` (none when ``eval_every`` is 0)."""
+    if not config.eval_every:
+        return ()
+    sampled = ("eval_return_sampled", "eval_length_sampled")
+    if config.eval_mode == "both":
+        return ("eval_return", "eval_length", *sampled)
+    return ("eval_return", "eval_length")
+
+
+def evaluate_stage(agent: Agent, params: dict, env_carry: rollout_lib.EnvCarry, key: Array,
+                   due: Array) -> dict[str, Array]:
+    """Stage 6 (when ``eval_every``): ``eval_episodes`` fresh episodes of the new policy where
+    ``due``, NaN elsewhere (a ``lax.cond``, so nothing runs when ``due`` is an unbatched False)."""
+    config = agent.config
+    names = eval_metric_names(config)
+    stats = env_carry.normalizer.obs if config.normalize_obs else None
+    modes = {"deterministic": (True,), "sampled": (False,), "both": (True, False)}[config.eval_mode]
+
+    def run() -> tuple[Array, ...]:
+        out = []
+        for deterministic in modes:
+            ret, length, _ = evaluation.run_episodes(agent.env, agent.nets, params, stats, key,
+                                                     config.eval_episodes, deterministic)
+            out += [jnp.mean(ret), jnp.mean(length.astype(jnp.float32))]
+        return tuple(out)
+
+    def skip() -> tuple[Array, ...]:
+        return tuple(jnp.full((), jnp.nan, jnp.float32) for _ in names)
+
+    return dict(zip(names, jax.lax.cond(due, run, skip), strict=True))
+
+
 def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
-                switch: PolicyLossSwitch | None = None) -> tuple[TrainState, dict[str, Array]]:
-    """One iteration, in stages: collect, advantages, update rule, non-finite guard, metrics.
+                switch: PolicyLossSwitch | None = None, evaluate: Array | bool | None = None
+                ) -> tuple[TrainState, dict[str, Array]]:
+    """One iteration, in stages: collect, advantages, update rule, non-finite guard, metrics,
+    and (``config.eval_every``) evaluation.
 
     Args:
         switch: picks the policy loss by a (traced) index; ``config.policy_loss`` when None.
+        evaluate: whether to evaluate after this update; by default after every
+            ``eval_every``-th update, from ``state.updates_done`` (under ``vmap`` pass it
+            unbatched, as :func:`make_run` does, or every update computes the evaluation).
     """
     config = agent.config
     key, k_rollout, k_update = jax.random.split(state.key, 3)
@@ -235,6 +278,11 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
         "nonfinite": ~finite,
         **rule_metrics,
     }
+    if config.eval_every:
+        if evaluate is None:
+            evaluate = (state.updates_done + 1) % config.eval_every == 0
+        metrics.update(evaluate_stage(agent, params, env_carry,
+                                      jax.random.fold_in(state.key, EVAL_STREAM), evaluate))
     new_state = TrainState(params=params, opt_state=opt_state, env_carry=env_carry,
                            last_return=ep_return, last_length=ep_length,
                            updates_done=state.updates_done + 1, key=key,
@@ -273,6 +321,31 @@ def check_policy_losses(config: PPOConfig, policy_losses: tuple[str, ...] | None
     return tuple(policy_losses)
 
 
+def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | None = None
+                    ) -> int:
+    """Bytes a run of ``num_seeds`` seeds needs on its device, estimated without compiling.
+
+    Per seed: the train state (``jax.eval_shape`` of ``init``: parameters, optimiser state,
+    environment states) twice (a scan's carry in and out), the rollout's transitions
+    (observation and final observation, action, five scalars per step), its pre-drawn noise and
+    resets, the shuffled copy of the batch, and the per-update metrics; times 2 for XLA's
+    temporaries. An estimate to refuse impossible runs early, not an exact figure.
+    """
+    agent = make_agent(config, networks)
+    env = agent.env
+    state = jax.eval_shape(lambda k: init_state(agent, k, config.hyperparams()),
+                           jax.random.key(0))
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)
+                      if hasattr(x, "size") and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key))
+    steps = config.num_steps * config.num_envs
+    transition = 4 * (2 * env.obs_size + env.action_size + 5)
+    reset = min(env.state_nbytes() * steps, rollout_lib.PREDRAWN_RESET_BYTES)
+    per_update = 4 * (len(metric_names(config)) + 1)
+    per_seed = (2 * state_bytes + steps * (2 * transition + 4 * env.action_size) + reset
+                + config.num_updates * per_update)
+    return 2 * num_seeds * per_seed
+
+
 def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
                 networks: Networks | None = None) -> Callable[..., tuple]:
     """``update(state, hparams, loss_index=None) -> (state, metrics)``: one rollout-and-update.
@@ -284,25 +357,32 @@ def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
     agent = make_agent(config, networks)
     policy_losses = check_policy_losses(config, policy_losses)
 
-    def update(state: TrainState, hparams: Hyperparams, loss_index: Array | None = None):
-        return update_step(agent, state, hparams, loss_switch(config, policy_losses, loss_index))
+    def update(state: TrainState, hparams: Hyperparams, loss_index: Array | None = None,
+               evaluate: Array | bool | None = None):
+        return update_step(agent, state, hparams, loss_switch(config, policy_losses, loss_index),
+                           evaluate)
 
     return update
 
 
 def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
              networks: Networks | None = None) -> Callable[..., tuple]:
-    """``run(state, hparams, num_updates, loss_index=None) -> (state, metrics)``: one scan.
+    """``run(state, hparams, num_updates, loss_index=None, first_update=0) -> (state, metrics)``.
 
-    ``num_updates`` is static. Running chunks back to back equals one long run bit for bit.
+    One scan of ``num_updates`` (static) updates. Running chunks back to back equals one long
+    run bit for bit; pass ``first_update`` (the updates already in ``state``, an int or an
+    unbatched scalar) so that evaluations (``config.eval_every``) fall on the same updates.
     ``policy_losses``, ``loss_index`` and ``networks`` are those of :func:`make_update`.
     """
     update = make_update(config, policy_losses, networks)
 
     def run(state: TrainState, hparams: Hyperparams, num_updates: int,
-            loss_index: Array | None = None):
-        return jax.lax.scan(lambda s, _: update(s, hparams, loss_index), state, None,
-                            length=num_updates)
+            loss_index: Array | None = None, first_update: Array | int = 0):
+        def body(s: TrainState, i: Array):
+            due = (first_update + i + 1) % config.eval_every == 0 if config.eval_every else None
+            return update(s, hparams, loss_index, due)
+
+        return jax.lax.scan(body, state, jnp.arange(num_updates))
 
     return run
 

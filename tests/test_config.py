@@ -61,3 +61,40 @@ def test_default_config_is_whole_rollouts_and_does_not_warn():
         warnings.simplefilter("error")
         config = PPOConfig()
     assert config.total_timesteps == config.num_updates * config.batch_size == 976 * 512
+
+
+@pytest.mark.parametrize("value", ["64", (64.9, 32.5), (64, "a"), True, None])
+def test_hidden_sizes_that_are_not_whole_widths_are_refused(value):
+    with pytest.raises(ValueError, match=r"PPOConfig\.hidden_sizes=.*layer widths such as"):
+        PPOConfig(hidden_sizes=value)
+
+
+def test_hidden_sizes_accepts_one_int_lists_and_whole_floats():
+    assert PPOConfig(hidden_sizes=64).hidden_sizes == (64,)
+    assert PPOConfig(hidden_sizes=[32, 16.0]).hidden_sizes == (32, 16)
+
+
+def test_numpy_and_jax_scalars_are_accepted_as_plain_numbers():
+    import jax.numpy as jnp
+    import numpy as np
+
+    config = PPOConfig(num_envs=np.int64(8), lr=np.float32(1e-3), gamma=jnp.float32(0.95),
+                       hidden_sizes=np.array([16, 16]), anneal_lr=np.bool_(False))
+    assert config.num_envs == 8 and isinstance(config.num_envs, int)
+    assert isinstance(config.lr, float) and config.anneal_lr is False
+    assert config.hidden_sizes == (16, 16)
+
+
+def test_budget_past_int32_is_refused_with_the_limit():
+    with pytest.raises(ValueError, match="must be at most 2,147,483,647"):
+        PPOConfig(total_timesteps=10**22)
+
+
+def test_policy_loss_docstring_names_every_loss():
+    """The field's help (the command line shows it) lists exactly the registered losses."""
+    from purejaxppo.app.cli import field_docs
+    from purejaxppo.losses import POLICY_LOSSES
+
+    doc = field_docs(PPOConfig)["policy_loss"]
+    named = [n for n in doc.replace(",", " ").split() if n in POLICY_LOSSES]
+    assert set(named) == set(POLICY_LOSSES)

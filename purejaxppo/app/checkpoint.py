@@ -123,13 +123,39 @@ def checkpoint_name(update: int) -> str:
     return f"ckpt-{update:08d}.msgpack"
 
 
-def save(run_dir: str | Path, state: Any, metrics: Mapping[str, Any], update: int) -> Path:
-    """Writes a checkpoint into ``run_dir/checkpoints`` and points ``latest`` at it."""
+def save(run_dir: str | Path, state: Any, metrics: Mapping[str, Any], update: int,
+         keep: int = 0) -> Path:
+    """Writes a checkpoint into ``run_dir/checkpoints`` and points ``latest`` at it.
+
+    Args:
+        keep: keep only the newest ``keep`` checkpoints (older ones are deleted after ``latest``
+            points at the new one); 0 keeps every one.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(exist_ok=True)
     path = folder / checkpoint_name(update)
     atomic_write(path, to_bytes(state, metrics, update))
     atomic_write(folder / LATEST, path.name + "\n")
+    if keep > 0:
+        for old in all_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def all_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoint files of ``run_dir``, oldest first (by the updates in their names)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob("ckpt-*.msgpack")) if folder.is_dir() else []
+
+
+def checkpoint_at(run_dir: str | Path, update: int) -> Path:
+    """The checkpoint taken after ``update`` updates; a :class:`CheckpointError` naming the
+    available ones if there is none."""
+    path = Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(update)
+    if not path.is_file():
+        have = [int(p.stem.split("-")[1]) for p in all_checkpoints(run_dir)]
+        raise CheckpointError(f"{str(run_dir)!r} has no checkpoint at update {update}; it has "
+                              f"{', '.join(map(str, have)) or 'none'}")
     return path
 
 
@@ -148,6 +174,18 @@ def latest(run_dir: str | Path) -> Path:
     return path
 
 
+def restored_update(run_dir: str | Path) -> int:
+    """Updates done in the newest checkpoint of ``run_dir`` (its file read, nothing restored)."""
+    path = latest(run_dir)
+    try:
+        raw = serialization.msgpack_restore(path.read_bytes())
+        return int(raw["update"])
+    except Exception:  # msgpack raises several types for truncated or garbled data
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a purejaxppo "
+                              f"checkpoint; point {CHECKPOINT_DIR}/{LATEST} at an earlier "
+                              "checkpoint or train again") from None
+
+
 def incomplete_writes(run_dir: str | Path) -> list[Path]:
     """Temporary files of checkpoint writes that never finished (a run killed mid-write).
 
@@ -157,7 +195,9 @@ def incomplete_writes(run_dir: str | Path) -> list[Path]:
     return sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
 
 
-def restore(run_dir: str | Path, template: Any) -> tuple[Any, dict[str, np.ndarray], int]:
-    """``(state, metrics, update)`` of the newest checkpoint of ``run_dir``, into ``template``."""
-    path = latest(run_dir)
+def restore(run_dir: str | Path, template: Any, update: int | None = None
+            ) -> tuple[Any, dict[str, np.ndarray], int]:
+    """``(state, metrics, update)`` of the newest checkpoint of ``run_dir`` (or the one taken
+    after ``update`` updates), into ``template``."""
+    path = latest(run_dir) if update is None else checkpoint_at(run_dir, update)
     return from_bytes(template, path.read_bytes(), name=f"checkpoint {str(path)!r}")

@@ -19,8 +19,8 @@ import contextlib
 import dataclasses
 import difflib
 import inspect
+import json
 import os
-import shutil
 import sys
 import textwrap
 import time
@@ -69,15 +69,20 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
-                         skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of ``cls``, defaulting to "not given" (absent from the namespace)."""
+                         shown_defaults: dict[str, Any] | None = None) -> None:
+    """One flag per field of ``cls``, defaulting to "not given" (absent from the namespace).
+
+    The help shows ``shown_defaults[name]`` (e.g. the preset's value) where given, else the
+    field's default.
+    """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
+    shown_defaults = shown_defaults or {}
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         kind = hints[f.name]
-        default = f.default
+        default = shown_defaults.get(f.name, f.default)
+        if isinstance(default, list):
+            default = tuple(default)
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         shown = "none" if shown == "" else shown
         help_text = f"{docs.get(f.name, '')} (default: {shown})".replace("%", "%%")
@@ -94,18 +99,43 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
         group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
-def train_parser() -> argparse.ArgumentParser:
-    """The parser of ``purejaxppo train``."""
+def _help_preset(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """The preset whose values ``--help`` shows: ``--preset``'s, else ``--env``'s, else the
+    default environment's; ``(name, its settings)`` (empty when there is none)."""
+    from purejaxppo.app.presets import DEFAULT_ENV, presets
+
+    def value(flag: str) -> str | None:
+        for i, token in enumerate(argv):
+            if token == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith(flag + "="):
+                return token.split("=", 1)[1]
+        return None
+
+    table = presets()
+    name = value("--preset") or value("--env") or DEFAULT_ENV
+    if name in table:
+        return name, {**table[name].config, "env": table[name].env}
+    return "", {"env": name} if value("--env") else {}
+
+
+def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``purejaxppo train`` (its help shows the defaults of the preset that
+    ``argv``'s ``--preset``/``--env`` selects)."""
     from purejaxppo.app.presets import RunOptions, presets
     from purejaxppo.config import PPOConfig
 
     names = ", ".join(presets())
+    preset_name, preset_values = _help_preset(list(argv or []))
+    shown = (f"Defaults shown are those of preset {preset_name}" if preset_name
+             else "Defaults shown are PPOConfig's (no preset for this environment)")
     parser = _Parser(
         prog=f"{PROG} train", allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train PPO on a gymnax environment, every seed in one compiled program.\n\n"
+        description="Train PPO (or TRPO) on an environment, every seed in one compiled program.\n\n"
                     "Settings are resolved as: PPOConfig defaults < --preset < --config FILE < "
-                    "explicit flags.\nThe preset defaults to the one named after --env.",
+                    "explicit flags.\nThe preset defaults to the one named after --env. "
+                    f"{shown}; '{PROG} train --env ID --help' shows another environment's.",
         epilog=f"presets: {names}\n\nexamples:\n"
                f"  {PROG} train\n"
                f"  {PROG} train --env Pendulum-v1 --num-seeds 4 --out runs/pendulum\n"
@@ -124,10 +154,11 @@ def train_parser() -> argparse.ArgumentParser:
                      help="replace the --out directory if it holds a previous run")
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run in DIR from its latest checkpoint to its configured "
-                          "total (only --checkpoint-every and --no-progress may be given too)")
+                          "total (only --checkpoint-every, --keep-checkpoints, --tensorboard, "
+                          "--wandb and --no-progress may be given too)")
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it is also off when stdout is not a terminal)")
-    _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig)
+    _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig, preset_values)
     return parser
 
 
@@ -148,9 +179,21 @@ def eval_parser() -> argparse.ArgumentParser:
                         help="stop after N steps even if episodes are running "
                              "(default: the env's time limit)")
     parser.add_argument("--gif", metavar="PATH",
-                        help="also render one episode of the first seed's policy to PATH with "
-                             "gymnax's Visualizer")
+                        help="also render one episode of the first evaluated seed's policy to "
+                             "PATH (a .gif file) with gymnax's Visualizer")
+    parser.add_argument("--checkpoint", type=int, metavar="N",
+                        help="evaluate the checkpoint taken after N updates (default: the latest)")
+    parser.add_argument("--seed-index", type=int, metavar="I",
+                        help="evaluate only the run's I-th seed (0 is its first; default: all)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object instead of text")
     return parser
+
+
+def _version() -> str:
+    from purejaxppo import __version__
+
+    return f"{PROG} {__version__}"
 
 
 def _usage() -> str:
@@ -173,17 +216,26 @@ def _setup_jax() -> None:
         use_cpu_cores()
 
 
+def _default_out(env: str) -> Path:
+    """``runs/<env>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{env.replace(':', '-').replace('/', '-')}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
 def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
     """``(directory, replace_it)``, validated but not created yet."""
     if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path("runs") / f"{env}-{stamp}"
-        path, n = base, 1
-        while path.exists():
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
-        return path, False
+        return _default_out(env), False
     path = Path(out)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {out!r}: {str(parent)!r} is a file, not a directory; "
+                             "choose another --out")
     if not path.exists():
         return path, False
     if not path.is_dir():
@@ -199,63 +251,110 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
     return path, True
 
 
+def _algorithm(config: Any) -> str:
+    """``"TRPO"``, or ``"PPO (loss)"``."""
+    return "TRPO" if config.update_rule == "trpo" else f"PPO ({config.policy_loss})"
+
+
+RESUME_OPTIONS = ("checkpoint_every", "keep_checkpoints", "tensorboard", "wandb")
+"""Run options ``--resume`` may change (the others are the run's own)."""
+
+
 def cmd_train(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo train``: validates everything, then returns the training itself."""
-    from purejaxppo.app import checkpoint, experiment
     from purejaxppo.app.presets import SETTINGS_KEYS, read_settings_file, resolve
-    from purejaxppo.train import make_agent
 
-    ns = train_parser().parse_args(argv)
+    ns = train_parser(argv).parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if k in SETTINGS_KEYS}
-    begin = None
     if ns.resume is not None:
-        extra = [k for k in given if k != "checkpoint_every"]
+        extra = [k for k in given if k not in RESUME_OPTIONS]
         extra += [k for k in ("config_file", "out") if getattr(ns, k) is not None]
         extra += ["overwrite"] if ns.overwrite else []
         if extra:
             flags = ", ".join("--" + k.replace("_file", "").replace("_", "-") for k in extra)
             raise UsageError(f"--resume continues {ns.resume!r} with its saved settings, so it "
                              f"cannot take {flags}; drop them, or start a new run with --out")
+    from purejaxppo.app import loggers as loggers_lib
+
+    loggers_lib.check_available(given.get("tensorboard", False), given.get("wandb", False))
+    _setup_jax()
+    from purejaxppo.app import checkpoint, experiment, rundir
+    from purejaxppo.app.presets import settings_dict
+    from purejaxppo.train import make_agent
+
+    begin = None
+    if ns.resume is not None:
         run_dir = Path(ns.resume)
         config, options, preset = experiment.read_run_settings(run_dir)
-        if "checkpoint_every" in given:
-            options = dataclasses.replace(options, checkpoint_every=given["checkpoint_every"])
+        for name in RESUME_OPTIONS:
+            if name in given:
+                options = dataclasses.replace(options, **{name: given[name]})
         make_agent(config)
-        begin = experiment.start(config, options, run_dir, resume=True)
-        print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} "
-              f"(update {int(begin.state.updates_done[0])} of {config.num_updates})", flush=True)
-        for leftover in checkpoint.incomplete_writes(run_dir):
-            print(f"Ignoring {leftover.relative_to(run_dir)}: an incomplete checkpoint write of "
-                  "an interrupted run (removed)", flush=True)
-            leftover.unlink()
+        done = checkpoint.restored_update(run_dir)
+        if done >= config.num_updates:
+            print(f"{run_dir} has finished all {config.num_updates:,} updates; nothing to "
+                  "resume (its outputs are left as they are)")
+            return lambda: 0
+        experiment.check_memory(config, options.num_seeds)
+        held = rundir.hold(run_dir)
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
+        experiment.check_memory(config, options.num_seeds)
         run_dir, replace = _out_dir(ns.out, config.env, ns.overwrite)
+        held = rundir.claim(run_dir, replace)
 
     def execute() -> int:
+        try:
+            return _train(held)
+        finally:
+            rundir.release(held)
+
+    def _train(held: rundir.Claim) -> int:
+        nonlocal begin
+        work = held.work
         if ns.resume is None:
-            if replace:
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-            experiment.write_config(run_dir, config, options, preset)
+            experiment.write_config(work, config, options, preset)
+        else:
+            begin = experiment.start(config, options, work, resume=True)
+            print(f"Resuming from {checkpoint.latest(work).relative_to(work)} "
+                  f"(update {int(begin.state.updates_done[0])} of {config.num_updates})",
+                  flush=True)
+            for leftover in checkpoint.incomplete_writes(work):
+                print(f"Ignoring {leftover.relative_to(work)}: an incomplete checkpoint write "
+                      "of an interrupted run (removed)", flush=True)
+                leftover.unlink()
         progress = sys.stdout if not ns.no_progress and sys.stdout.isatty() else None
         seeds = f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''}"
         verb = "Resuming" if ns.resume else "Training"
-        algo = "TRPO" if config.update_rule == "trpo" else "PPO"
-        print(f"{verb} {algo} on {config.env} ({f'preset {preset}' if preset else 'no preset'}), "
-              f"{seeds} x {config.num_updates:,} updates of {config.batch_size:,} steps -> "
-              f"{run_dir}/", flush=True)
+        print(f"{verb} {_algorithm(config)} on {config.env} "
+              f"({f'preset {preset}' if preset else 'no preset'}), {seeds} x "
+              f"{config.num_updates:,} updates of {config.batch_size:,} steps -> "
+              f"{held.final}/", flush=True)
+        loggers = loggers_lib.open_loggers(work, experiment.seed_list(options),
+                                           settings_dict(config, options, preset),
+                                           options.tensorboard, options.wandb)
         try:
-            outcome = experiment.train(config, options, begin, run_dir, progress)
-        except KeyboardInterrupt:
-            hint = (f"; continue with: {PROG} train --resume {run_dir}"
-                    if options.checkpoint_every else "")
-            print(f"{PROG}: interrupted{hint}", file=sys.stderr)
+            outcome = experiment.train(config, options, begin, work, progress, loggers)
+        except experiment.Interrupted as stop:
+            if stop.saved:
+                rundir.commit(held)
+                print(f"{PROG}: interrupted after {stop.done:,} of {config.num_updates:,} "
+                      f"updates, saved; continue with: {PROG} train --resume {held.final}",
+                      file=sys.stderr)
+            else:
+                if ns.resume is None:
+                    rundir.abandon(held)
+                print(f"{PROG}: interrupted before the first update finished; nothing was saved",
+                      file=sys.stderr)
             return 130
-        summary = experiment.write_outputs(run_dir, config, options, preset, outcome)
-        print(experiment.summary_table(summary, run_dir))
+        finally:
+            for logger in loggers:
+                logger.close()
+        summary = experiment.write_outputs(work, config, options, preset, outcome)
+        rundir.commit(held)
+        print(experiment.summary_table(summary, held.final))
         bad = summary["first_nonfinite_update"]
         if bad:
             seed, update = min(bad.items(), key=lambda kv: kv[1])
@@ -271,27 +370,46 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
 
 def cmd_eval(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo eval``: validates everything, then returns the evaluation itself."""
-    import jax
-
-    from purejaxppo.app import evaluate
-    from purejaxppo.app.experiment import read_run_settings
-    from purejaxppo.train import make_agent
-
     ns = eval_parser().parse_args(argv)
-    for name in ("episodes", "max_steps"):
+    for name in ("episodes", "max_steps", "checkpoint"):
         value = getattr(ns, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} {value} is invalid: must be a positive "
                              "integer")
+    if ns.seed < 0 or ns.seed > 2**32 - 1:
+        raise UsageError(f"--seed {ns.seed} is invalid: must be in 0 .. 4294967295")
+    if ns.gif is not None and Path(ns.gif).suffix.lower() != ".gif":
+        raise UsageError(f"--gif {ns.gif!r} must name a .gif file (e.g. {Path(ns.gif).stem}.gif)")
+    _setup_jax()
+    import jax
+
+    from purejaxppo.app import evaluate, experiment
+    from purejaxppo.app.experiment import read_run_settings
+    from purejaxppo.train import make_agent
+
     config, options, _ = read_run_settings(ns.run_dir)
     make_agent(config)
+    if ns.seed_index is not None and not 0 <= ns.seed_index < options.num_seeds:
+        raise UsageError(f"--seed-index {ns.seed_index} is out of range: the run has "
+                         f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''} "
+                         f"(0 .. {options.num_seeds - 1})")
     if ns.gif is not None:
         problem = evaluate.gif_requirements(config.env)
         if problem:
             raise UsageError(f"--gif: {problem}")
         if not Path(ns.gif).resolve().parent.is_dir():
             raise UsageError(f"--gif {ns.gif!r}: its directory does not exist; create it first")
-    loaded = evaluate.load(ns.run_dir, seed=None)
+    evaluated = 1 if ns.seed_index is not None else options.num_seeds
+    experiment.check_eval_memory(config, ns.episodes * evaluated)
+    loaded = evaluate.load(ns.run_dir, seed=None, update=ns.checkpoint)
+    if ns.seed_index is not None:
+        loaded = loaded._replace(params=jax.tree.map(lambda x: x[ns.seed_index:ns.seed_index + 1],
+                                                     loaded.params),
+                                 obs_stats=jax.tree.map(
+                                     lambda x: x[ns.seed_index:ns.seed_index + 1],
+                                     loaded.obs_stats))
+    seed_numbers = ([options.seed + ns.seed_index] if ns.seed_index is not None
+                    else list(range(options.seed, options.seed + options.num_seeds)))
 
     def execute() -> int:
         result = evaluate.evaluate_loaded(loaded, ns.episodes, ns.deterministic, ns.seed,
@@ -299,21 +417,32 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
         returns = result.returns
         mode = "deterministic" if ns.deterministic else "stochastic"
         seeds = returns.shape[0]
-        print(f"{config.env}: checkpoint at update {loaded.update:,} of {config.num_updates:,}, "
-              f"{mode} policy, {ns.episodes} episodes x {seeds} seed{'s' if seeds > 1 else ''}")
-        print(f"return {returns.mean():.2f} ± {returns.std():.2f}  (min {returns.min():.2f}, "
-              f"max {returns.max():.2f}, mean length {result.lengths.mean():.1f})")
-        if seeds > 1:
-            print("per seed: " + ", ".join(f"{r:.2f}" for r in returns.mean(axis=1)))
         unfinished = int((~result.finished).sum())
-        if unfinished:
-            print(f"note: {unfinished} episodes were still running after the step limit; their "
-                  "returns are partial")
+        if ns.json:
+            print(json.dumps({
+                "env": config.env, "checkpoint_update": loaded.update,
+                "num_updates": config.num_updates, "policy": mode, "episodes": ns.episodes,
+                "seeds": seed_numbers, "return_mean": float(returns.mean()),
+                "return_std": float(returns.std()),
+                "return_per_seed": [float(r) for r in returns.mean(axis=1)],
+                "length_mean": float(result.lengths.mean()), "unfinished_episodes": unfinished,
+            }))
+        else:
+            print(f"{config.env}: checkpoint at update {loaded.update:,} of "
+                  f"{config.num_updates:,}, {mode} policy, {ns.episodes} episodes x {seeds} "
+                  f"seed{'s' if seeds > 1 else ''}")
+            print(f"return {returns.mean():.2f} ± {returns.std():.2f}  (min {returns.min():.2f}, "
+                  f"max {returns.max():.2f}, mean length {result.lengths.mean():.1f})")
+            if seeds > 1:
+                print("per seed: " + ", ".join(f"{r:.2f}" for r in returns.mean(axis=1)))
+            if unfinished:
+                print(f"note: {unfinished} episodes were still running after the step limit; "
+                      "their returns are partial")
         if ns.gif is not None:
             ret, length = evaluate.render_gif(loaded, ns.gif, jax.random.key(ns.seed),
                                               ns.deterministic, ns.max_steps)
-            print(f"wrote {ns.gif}: one episode of seed {options.seed}'s policy, return "
-                  f"{ret:.2f}, {length} steps")
+            print(f"wrote {ns.gif}: one episode of seed {seed_numbers[0]}'s policy, return "
+                  f"{ret:.2f}, {length} steps", file=sys.stderr if ns.json else sys.stdout)
         return 0
 
     return execute
@@ -322,12 +451,16 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``purejaxppo`` console script; returns the exit code.
 
-    Every input problem is found before any work starts and ends as one line on stderr with exit
-    code 2; errors after that point are bugs and keep their traceback.
+    ``--help``, ``--version`` and argument errors are answered before JAX is imported. Every
+    input problem is found before any work starts and ends as one line on stderr with exit
+    code 2; a failure while running is one line with exit code 1.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        print(_version())
         return 0
     if argv and argv[0] == "eval":
         command, args = cmd_eval, argv[1:]
@@ -341,22 +474,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     else:
         command, args = cmd_train, argv
-    _setup_jax()
     # Warnings raised while checking the input (e.g. total_timesteps not a multiple of the batch)
     # are shown only if the input is valid, so that an error stays the only line on stderr.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             execute = command(args)
-        # ValueError covers PPOConfig's and make_env's checks (one line each) and the subclasses
-        # SettingsError and CheckpointError.
+        # ValueError covers PPOConfig's and envs.make's checks (one line each) and the
+        # subclasses SettingsError, CheckpointError and RunDirError.
         except (UsageError, ValueError) as e:
             lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
             return EXIT_USAGE
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
-    return execute()
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+    try:
+        return execute()
+    except (OSError, MemoryError) as e:  # the disk filled up, a file vanished, memory ran out
+        text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"{PROG}: error: {text}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

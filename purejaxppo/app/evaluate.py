@@ -16,11 +16,12 @@ import numpy as np
 
 from purejaxppo import normalize as norm
 from purejaxppo import rollout as rollout_lib
-from purejaxppo.acting import episode_limit, make_act, make_evaluate
+from purejaxppo.acting import make_act, make_evaluate
 from purejaxppo.app import checkpoint
 from purejaxppo.app.experiment import read_run_settings, state_shapes
 from purejaxppo.config import PPOConfig
 from purejaxppo.envs.gymnax import GymnaxAdapter
+from purejaxppo.evaluation import episode_limit
 from purejaxppo.train import make_agent
 
 Array = jax.Array
@@ -38,18 +39,19 @@ class Loaded(NamedTuple):
     """Updates done when the checkpoint was taken."""
 
 
-def load(run_dir: str | Path, seed: int | None = 0) -> Loaded:
+def load(run_dir: str | Path, seed: int | None = 0, update: int | None = None) -> Loaded:
     """Reads the newest checkpoint of a ``purejaxppo train`` run.
 
     Args:
         run_dir: the run's output directory.
         seed: index of the seed to return (0 is the run's first seed), or None for all of them.
+        update: the checkpoint taken after this many updates; the newest by default.
 
     Raises:
         ValueError: the directory, its config.json or its checkpoint is missing or corrupt.
     """
     config, options, _ = read_run_settings(run_dir)
-    state, _, update = checkpoint.restore(run_dir, state_shapes(config, options))
+    state, _, update = checkpoint.restore(run_dir, state_shapes(config, options), update)
     obs_stats = state.env_carry.normalizer.obs if config.normalize_obs else None
     params = state.params
     if seed is not None:
@@ -106,6 +108,12 @@ def gif_requirements(env_id: str) -> str | None:
 def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool,
                max_steps: int | None = None) -> tuple[float, int]:
     """Plays one episode with seed 0's policy and saves it as a GIF; returns (return, length)."""
+    import os
+
+    # Silence pygame's audio/video driver probing (classic-control renderers) before it loads.
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +124,7 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
     env = agent.env
     if not isinstance(env.adapter, GymnaxAdapter):
         raise ValueError(f"rendering needs a gymnax environment; {env.env_id} is not one")
-    limit = max_steps or episode_limit(agent)
+    limit = max_steps or episode_limit(env)
     params, obs_stats = jax.tree.map(lambda x: x[0], (loaded.params, loaded.obs_stats))
     step_env = jax.vmap(env.step)
 

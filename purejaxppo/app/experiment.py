@@ -1,13 +1,12 @@
 """Experiments: every seed of one config trained by one compiled program, checkpointed and saved.
 
-The program is ``jax.vmap(init)`` over seeds, then a ``lax.scan`` whose body is
-``jax.vmap(update)`` followed, outside the vmap, by an optional progress callback fired every
-``k`` updates through ``lax.cond`` (one host sync per ``k`` updates, with the seed-mean return).
-With several devices (a GPU per device, or :func:`purejaxppo.parallel.use_cpu_cores` on a CPU
-host) the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding`; ``jax.jit``
-partitions the program along the seed axis. With ``checkpoint_every = N`` the scan runs in
-chunks of ``N`` updates (one compiled program, reused) and the state is saved between chunks;
-chunks back to back equal one scan bit for bit.
+The program is ``jax.vmap(init)`` over seeds, then a loop of ``jax.vmap(update)``, run in chunks of
+about a second (:func:`next_chunk`; one compiled program serves chunks of every length). With
+several devices (a GPU per device, or :func:`purejaxppo.parallel.use_cpu_cores` on a CPU host)
+the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding`; ``jax.jit``
+partitions the program along the seed axis. Between chunks the host draws the progress bar,
+appends the chunk's rows to metrics.csv, saves checkpoints and answers Ctrl-C; chunks back to
+back equal one scan bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -24,12 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxppo.app import checkpoint, outputs
+from purejaxppo.app.loggers import Logger
 from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, split_settings
-from purejaxppo.app.progress import ProgressBar, report_every
+from purejaxppo.app.progress import ProgressBar
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
 from purejaxppo.parallel import compiler_options, seed_sharding
-from purejaxppo.train import TrainState, make_init, make_update
+from purejaxppo.train import TrainState, make_init, make_update, memory_estimate
 
 Array = jax.Array
 
@@ -51,41 +51,51 @@ def state_shapes(config: PPOConfig, options: RunOptions) -> TrainState:
     return jax.eval_shape(init, seed_keys(options), config.hyperparams())
 
 
-def make_seeds_run(config: PPOConfig, report: Callable[[Array, Array], None] | None = None,
-                   every: int = 1) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
-    """``run(state [S], hparams, num_updates) -> (state, metrics {name: [num_updates, S]})``.
+def make_seeds_run(config: PPOConfig, capacity: int
+                   ) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
+    """``run(state [S], hparams, n) -> (state, metrics {name: [capacity, S]})``: ``n`` updates.
 
-    Args:
-        config: the settings shared by every seed.
-        report: if given, called on the host as ``report(updates_done, mean_return)`` after
-            every ``every``-th update and after the last one; the mean is over seeds.
-        every: how often to call ``report``.
+    ``n`` (at most ``capacity``) is traced: one compiled program runs chunks of any length (a
+    ``lax.fori_loop`` of ``jax.vmap(update)``), and the first ``n`` rows of the metrics are the
+    chunk's. No host callback, so the compilation cache can keep the program.
     """
-    update = jax.vmap(make_update(config), in_axes=(0, None))
+    update = jax.vmap(make_update(config), in_axes=(0, None, None, None))
+    every = config.eval_every
 
-    def step(state: TrainState, hparams: Hyperparams):
-        state, metrics = update(state, hparams)
-        if report is not None:
-            done = state.updates_done[0]  # identical across seeds
-            due = (done % every == 0) | (done == config.num_updates)
-            mean_return = jnp.nanmean(metrics["episode_return"])
-            jax.lax.cond(due, lambda: jax.debug.callback(report, done, mean_return),
-                         lambda: None)
-        return state, metrics
+    def due(state: TrainState) -> Array | None:
+        # Unbatched (every seed has done as many updates), so an evaluation runs only when due.
+        return (state.updates_done[0] + 1) % every == 0 if every else None
 
-    def run(state: TrainState, hparams: Hyperparams, num_updates: int):
-        return jax.lax.scan(lambda s, _: step(s, hparams), state, None, length=num_updates)
+    def run(state: TrainState, hparams: Hyperparams, n: Array):
+        shapes = jax.eval_shape(update, state, hparams, None, due(state))[1]
+        rows = {k: jnp.zeros((capacity, *v.shape), v.dtype) for k, v in shapes.items()}
+
+        def body(i: Array, carry: tuple[TrainState, dict[str, Array]]):
+            state, rows = carry
+            state, metrics = update(state, hparams, None, due(state))
+            return state, {k: rows[k].at[i].set(metrics[k]) for k in rows}
+
+        return jax.lax.fori_loop(0, n, body, (state, rows))
 
     return run
 
 
-def chunk_lengths(done: int, total: int, every: int) -> list[int]:
-    """Lengths of the scans that take a run from ``done`` to ``total`` updates."""
-    if done >= total:
-        return []
-    if every <= 0:
-        return [total - done]
-    return [min(every, total - u) for u in range(done, total, every)]
+CHUNK_SECONDS = 1.0
+"""A chunk of updates lasts about this long: between chunks the progress bar and metrics.csv
+are brought up to date and Ctrl-C is answered."""
+MAX_CHUNK = 1024
+"""The most updates in one chunk (the size of its metrics buffer)."""
+
+
+def next_chunk(done: int, total: int, every: int, seconds_per_update: float | None) -> int:
+    """How many updates the next chunk runs: about :data:`CHUNK_SECONDS` of work (one update
+    while the speed is unknown), at most :data:`MAX_CHUNK`, never past the run's end nor past
+    the next multiple of ``every`` (the checkpoint cadence, 0 for none)."""
+    n = 1 if not seconds_per_update else round(CHUNK_SECONDS / seconds_per_update)
+    n = max(1, min(n, MAX_CHUNK, total - done))
+    if every > 0:
+        n = min(n, every - done % every)
+    return n
 
 
 class Start(NamedTuple):
@@ -139,52 +149,152 @@ class Outcome(NamedTuple):
     """Updates already done when this session started (0 unless resumed)."""
 
 
+def available_memory() -> int | None:
+    """Bytes this process may still use: the default device's free memory on an accelerator;
+    on CPU, the lesser of the host's available memory and the cgroup's remaining limit. None
+    when unknown."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _check_fits(needed: int, what: str, fix: str) -> None:
+    available = available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise SettingsError(f"{what} needs about {needed / 2**30:.1f} GiB of memory but "
+                            f"{available / 2**30:.1f} GiB is available; {fix}")
+
+
+def check_memory(config: PPOConfig, num_seeds: int) -> None:
+    """Refuses, before anything is compiled, a run that cannot fit in memory
+    (:func:`purejaxppo.train.memory_estimate`)."""
+    _check_fits(memory_estimate(config, num_seeds),
+                f"training {num_seeds} seed{'s' if num_seeds > 1 else ''} of {config.num_envs} "
+                f"envs x {config.num_steps} steps",
+                "lower --num-seeds, --num-envs or --num-steps")
+
+
+def check_eval_memory(config: PPOConfig, num_envs: int) -> None:
+    """Refuses an evaluation of ``num_envs`` parallel episodes that cannot fit in memory."""
+    from purejaxppo import envs
+
+    env = envs.make(config.env)
+    per_env = env.state_nbytes() + 4 * (3 * env.obs_size + env.action_size + 8)
+    _check_fits(4 * num_envs * per_env, f"evaluating {num_envs:,} episodes at once",
+                "lower --episodes")
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training: the work done so far was saved as a checkpoint."""
+
+    def __init__(self, done: int, saved: bool) -> None:
+        super().__init__(f"interrupted after {done} updates")
+        self.done = done
+        self.saved = saved
+
+
 def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
-          run_dir: str | Path | None = None, progress: IO[str] | None = None) -> Outcome:
-    """Trains every seed to ``config.num_updates``, checkpointing into ``run_dir``.
+          run_dir: str | Path | None = None, progress: IO[str] | None = None,
+          loggers: Sequence[Logger] = ()) -> Outcome:
+    """Trains every seed to ``config.num_updates`` in chunks of about a second
+    (:func:`next_chunk`), all run by one compiled program.
+
+    After each chunk the progress bar moves, ``run_dir/metrics.csv`` gets the chunk's rows (it
+    grows while the program runs), and a checkpoint is written every
+    ``options.checkpoint_every`` updates and at the end. The state only moves on once a chunk has
+    finished, so Ctrl-C (``KeyboardInterrupt``) between or during chunks saves the last finished
+    chunk's state as a checkpoint and raises :class:`Interrupted`. Chunks back to back equal one
+    scan bit for bit.
 
     Args:
         config: the PPO settings.
         options: seeds and checkpoint cadence.
         begin: the state to continue from (:func:`start`); None starts afresh.
-        run_dir: where checkpoints go (every ``options.checkpoint_every`` updates and at the
-            end); None saves nothing.
-        progress: a stream to draw a progress bar on; None compiles no callback at all.
+        run_dir: where checkpoints and metrics.csv go; None saves nothing.
+        progress: a stream to draw a progress bar on (None: no bar).
+        loggers: get every chunk's metrics as it finishes (:mod:`purejaxppo.app.loggers`).
     """
     begin = start(config, options) if begin is None else begin
     t0 = time.perf_counter()
     hparams = config.hyperparams()
     state, history = begin.state, dict(begin.history)
     done = first = int(state.updates_done[0])
-    lengths = chunk_lengths(done, config.num_updates, options.checkpoint_every)
-
-    bar = None
-    if progress is not None and lengths:
-        bar = ProgressBar(config.num_updates, done, config.batch_size * options.num_seeds,
-                          progress)
-    run = make_seeds_run(config, bar, report_every(config.num_updates))
-    jit_run = jax.jit(run, static_argnums=2, compiler_options=compiler_options())
-    compiled = {n: jit_run.lower(state, hparams, n).compile() for n in sorted(set(lengths))}
+    total, every = config.num_updates, options.checkpoint_every
+    capacity = max(1, min(MAX_CHUNK, total - done))
+    run = jax.jit(make_seeds_run(config, capacity), compiler_options=compiler_options())
+    if done < total:
+        run = run.lower(state, hparams, jnp.int32(1)).compile()
     compile_s = begin.seconds + time.perf_counter() - t0
 
+    seeds = seed_list(options)
+    csv_path = None if run_dir is None else Path(run_dir) / outputs.METRICS_FILE
+    if csv_path is not None and history:
+        outputs.atomic_write(csv_path, outputs.metrics_csv(history, seeds))
+    bar = None
+    if progress is not None and done < total:
+        bar = ProgressBar(total, done, config.batch_size * options.num_seeds, progress)
     t1 = time.perf_counter()
-    if bar is not None:
-        bar.start()
+    saved_at = first if history else -1
+    per_update = None
     try:
-        for n in lengths:
-            state, metrics = compiled[n](state, hparams)
-            chunk = {k: np.asarray(v).T for k, v in jax.device_get(metrics).items()}
+        if bar is not None:
+            bar.start()
+        while done < total:
+            n = next_chunk(done, total, every, per_update)
+            t_chunk = time.perf_counter()
+            new_state, rows = run(state, hparams, jnp.int32(n))
+            chunk = {k: np.asarray(v)[:n].T for k, v in jax.device_get(rows).items()}
+            state, done = new_state, done + n  # only a finished chunk moves the run on
+            per_update = (time.perf_counter() - t_chunk) / n
+            if csv_path is not None:
+                outputs.append_metrics_csv(csv_path, chunk, seeds, first_update=done - n,
+                                           header=not history)
             history = {k: np.concatenate([history[k], v], axis=1) if k in history else v
                        for k, v in chunk.items()}
-            done += n
-            if run_dir is not None and options.checkpoint_every and done < config.num_updates:
-                checkpoint.save(run_dir, state, history, done)
-        if run_dir is not None and lengths:
-            checkpoint.save(run_dir, state, history, done)
+            for logger in loggers:
+                logger.write(done - n, chunk)
+            if bar is not None:
+                last = chunk["episode_return"][:, -1]
+                bar(done, float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"))
+            if run_dir is not None and every and done % every == 0 and done < total:
+                checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+                saved_at = done
+        if run_dir is not None and done > first:
+            checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+    except KeyboardInterrupt:
+        saved = False
+        if run_dir is not None and done > max(saved_at, 0):
+            checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+            saved = True
+        raise Interrupted(done, saved or saved_at > 0) from None
     finally:
         if bar is not None:
             bar.close()
     return Outcome(state, history, compile_s, time.perf_counter() - t1, first)
+
+
+def seed_list(options: RunOptions) -> list[int]:
+    """The seed numbers of a run, in row order."""
+    return list(range(options.seed, options.seed + options.num_seeds))
 
 
 def read_run_settings(run_dir: str | Path) -> tuple[PPOConfig, RunOptions, str | None]:
@@ -278,8 +388,8 @@ def write_outputs(run_dir: str | Path, config: PPOConfig, options: RunOptions,
                   preset: str | None, outcome: Outcome) -> dict[str, Any]:
     """Writes metrics.csv, summary.json and returns.png; returns the summary."""
     run_dir = Path(run_dir)
-    seeds = list(range(options.seed, options.seed + options.num_seeds))
-    outputs.atomic_write(run_dir / outputs.METRICS_FILE, outputs.metrics_csv(outcome.metrics, seeds))
+    outputs.atomic_write(run_dir / outputs.METRICS_FILE,
+                         outputs.metrics_csv(outcome.metrics, seed_list(options)))
     summary = summarize(config, options, preset, outcome)
     outputs.write_json(run_dir / outputs.SUMMARY_FILE, summary)
     outputs.plot_returns(run_dir / outputs.PLOT_FILE, outcome.metrics["env_steps"][0],

@@ -63,12 +63,14 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
-def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int]) -> str:
+def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int],
+                first_update: int = 0) -> str:
     """One row per update and seed: ``update, seed, env_steps``, then every other metric.
 
     Args:
         metrics: name -> ``[num_seeds, num_updates]`` array (``env_steps`` among them).
         seeds: the seed of each row of the arrays.
+        first_update: updates before the first column (rows are numbered from this + 1).
     """
     order = ["env_steps", *(k for k in COMMON_METRICS if k != "env_steps")]
     names = [k for k in order if k in metrics] + [k for k in metrics if k not in order]
@@ -79,8 +81,25 @@ def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int]) -> str:
     num_updates = arrays[0].shape[1]
     for u in range(num_updates):
         for i, seed in enumerate(seeds):
-            writer.writerow([u + 1, seed, *(_cell(a[i, u]) for a in arrays)])
+            writer.writerow([first_update + u + 1, seed, *(_cell(a[i, u]) for a in arrays)])
     return out.getvalue()
+
+
+def append_metrics_csv(path: str | Path, chunk: Mapping[str, np.ndarray], seeds: Sequence[int],
+                       first_update: int, header: bool) -> None:
+    """Appends the rows of one chunk of updates to ``path`` (one ``write`` of whole lines,
+    flushed), so the file grows while training runs; ``header`` starts the file afresh. The file
+    is rewritten atomically when the run ends.
+
+    Args:
+        chunk: name -> ``[num_seeds, chunk_updates]``.
+        first_update: updates done before the chunk (its rows are numbered from this + 1).
+    """
+    text = metrics_csv(chunk, seeds, first_update)
+    if not header:
+        text = text.split("\n", 1)[1]
+    with open(path, "w" if header else "a") as f:
+        f.write(text)
 
 
 def _cell(x: np.generic) -> str:

@@ -20,7 +20,6 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from purejaxppo import envs
 from purejaxppo.config import PPOConfig
 
 PRESETS_FILE = Path(__file__).with_name("presets.json")
@@ -29,6 +28,10 @@ DEFAULT_ENV = "CartPole-v1"
 
 class SettingsError(ValueError):
     """A bad setting, preset, settings file or run directory; the message is one line."""
+
+
+MAX_SEED = 2**32 - 1
+"""Largest seed: ``jax.random.key`` keeps 32 bits of it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +43,15 @@ class RunOptions:
     num_seeds: int = 1
     """Independent seeds trained at once (one vmapped program, split over the devices)."""
     checkpoint_every: int = 0
-    """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end."""
+    """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end
+    (and when interrupted)."""
+    keep_checkpoints: int = 3
+    """Keep only the newest N checkpoints of the run (older ones are deleted); 0 keeps all."""
+    tensorboard: bool = False
+    """Write TensorBoard event files (one run per seed) into the run directory as training goes."""
+    wandb: bool = False
+    """Log every update to Weights & Biases (offline, into the run directory, unless W&B is
+    configured on this machine)."""
     imports: tuple[str, ...] = ()
     """Python modules to import first, e.g. one that registers your environments or networks
     (purejaxppo.envs.register); the current directory is searched too."""
@@ -53,15 +64,25 @@ class RunOptions:
         object.__setattr__(self, "imports", tuple(self.imports))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name != "imports" and (isinstance(value, bool) or not isinstance(value, int)):
+            if f.name in ("tensorboard", "wandb"):
+                if not isinstance(value, bool):
+                    raise SettingsError(f"{f.name}={value!r} is invalid: must be true or false")
+            elif f.name != "imports" and (isinstance(value, bool) or not isinstance(value, int)):
                 raise SettingsError(f"{f.name}={value!r} is invalid: must be an integer")
         if self.num_seeds < 1:
             raise SettingsError(f"num_seeds={self.num_seeds} is invalid: must be a positive integer")
+        if self.keep_checkpoints < 0:
+            raise SettingsError(f"keep_checkpoints={self.keep_checkpoints} is invalid: must be a "
+                                "positive number of checkpoints, or 0 to keep every one")
         if self.checkpoint_every < 0:
             raise SettingsError(f"checkpoint_every={self.checkpoint_every} is invalid: must be a "
                                 "positive number of updates, or 0 for a checkpoint at the end only")
         if self.seed < 0:
             raise SettingsError(f"seed={self.seed} is invalid: must be >= 0")
+        if self.seed + self.num_seeds > MAX_SEED + 1:
+            raise SettingsError(f"seed={self.seed} with num_seeds={self.num_seeds} is invalid: "
+                                f"seeds must be at most {MAX_SEED} (2^32 - 1: jax.random.key "
+                                "keeps 32 bits, so larger ones would repeat smaller ones)")
 
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(PPOConfig))
@@ -131,6 +152,9 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
             raise SettingsError(f"config file {str(path)!r} is not valid JSON ({e.msg} at line "
                                 f"{e.lineno}); fix the file (.yaml/.yml files are read as YAML)"
                                 ) from None
+    if data is None:
+        raise SettingsError(f"config file {str(path)!r} is empty; write settings as a mapping "
+                            "such as 'lr: 0.0003'")
     if not isinstance(data, dict):
         raise SettingsError(f"config file {str(path)!r} must hold a mapping of setting names to "
                             f"values, not a {type(data).__name__}")
@@ -151,9 +175,31 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def numeric_strings(settings: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Numeric fields given as numeric strings (YAML 1.1 reads ``3e-4`` and ``1e5`` as strings)
+    converted to numbers; anything else is left for the config's own validation."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = dict(settings)
+    for key, value in settings.items():
+        kind = hints.get(key)
+        if kind not in (int, float) or not isinstance(value, str):
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if kind is float:
+            out[key] = number
+        elif number.is_integer():
+            out[key] = int(number)
+    return out
+
+
 def _config(settings: dict[str, Any]) -> PPOConfig:
     try:
-        return PPOConfig(**settings)
+        return PPOConfig(**numeric_strings(settings, PPOConfig))
     except ValueError as e:
         # PPOConfig names the field; point at the flag that sets it.
         message = str(e).splitlines()[0]
@@ -190,7 +236,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[PPOConfig, RunOptions]:
     The modules of ``imports`` are imported first, so registered environments resolve.
     """
     check_keys(settings, "the settings")
-    options = RunOptions(**{k: v for k, v in settings.items() if k in RUN_KEYS})
+    options = RunOptions(**numeric_strings({k: v for k, v in settings.items() if k in RUN_KEYS},
+                                           RunOptions))
     import_modules(options.imports)
     config = _config({k: v for k, v in settings.items() if k in CONFIG_KEYS})
     return config, options
@@ -232,6 +279,8 @@ def resolve(flags: dict[str, Any], file_settings: dict[str, Any] | None = None) 
     if not isinstance(env, str):
         raise SettingsError(f"env={env!r} is invalid: must be an environment id such as "
                             f"{DEFAULT_ENV!r}")
+    from purejaxppo import envs
+
     try:
         envs.make(env)  # an unknown env fails first, with close names
     except ValueError as e:
@@ -239,8 +288,11 @@ def resolve(flags: dict[str, Any], file_settings: dict[str, Any] | None = None) 
     if preset is None and env in presets():
         preset = presets()[env]
     if preset is not None and preset.env != env:
-        raise SettingsError(f"preset {preset.name!r} is for {preset.env}, not {env}; drop "
-                            f"--preset or use --env {preset.env}")
+        preset_from = "--preset" if "preset" in flags else "the config file's preset"
+        env_from = "--env" if "env" in flags else "the config file's env"
+        raise SettingsError(f"preset {preset.name!r} ({preset_from}) is for {preset.env}, not "
+                            f"{env} ({env_from}); make them agree, e.g. env {preset.env} or a "
+                            f"preset for {env}")
     merged: dict[str, Any] = dict(preset.config) if preset else {}
     for layer in (file_settings, flags):
         merged.update({k: v for k, v in layer.items() if k != "preset"})

@@ -1,26 +1,19 @@
-"""A live progress bar fed from inside the jitted training program by a host callback."""
+"""A live progress bar, moved by the host between the chunks of the compiled training program."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import IO
 
 from tqdm import tqdm
-
-REPORTS_PER_RUN = 100
-"""About this many callbacks per run: each costs a device-to-host sync, so not one per update."""
-
-
-def report_every(num_updates: int) -> int:
-    """The program calls back every this many updates (and after the last)."""
-    return max(1, num_updates // REPORTS_PER_RUN)
 
 
 class ProgressBar:
     """Updates done / total, environment steps per second and the mean return over seeds.
 
     Call :meth:`start` when the compiled program starts running (so compile time does not count
-    against steps/s); the program then calls the object with ``(update, mean_return)``.
+    against steps/s), then call the object with ``(updates_done, mean_return)`` after each chunk.
     """
 
     def __init__(self, total: int, done: int, steps_per_update: int, file: IO[str]) -> None:
@@ -30,8 +23,10 @@ class ProgressBar:
 
     def start(self) -> None:
         """Shows the bar; call when the compiled program starts (compiling is not counted)."""
+        # A terminal that reports no width (some pseudo-terminals) gets 80 columns.
+        width = shutil.get_terminal_size((80, 24)).columns or 80
         self._bar = tqdm(total=self._total, initial=self._done, unit="update", file=self._file,
-                         dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                         ncols=width, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
                          "updates [{elapsed}<{remaining}{postfix}]")
         self._t0 = time.perf_counter()
 

@@ -129,12 +129,14 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temp file left behind
 
 
-def test_chunk_lengths():
-    assert experiment.chunk_lengths(0, 8, 0) == [8]
-    assert experiment.chunk_lengths(0, 8, 4) == [4, 4]
-    assert experiment.chunk_lengths(0, 10, 4) == [4, 4, 2]
-    assert experiment.chunk_lengths(4, 10, 4) == [4, 2]
-    assert experiment.chunk_lengths(10, 10, 4) == []
+def test_next_chunk_lasts_about_a_second_and_stops_at_checkpoints_and_the_end():
+    assert experiment.next_chunk(0, 100, 0, None) == 1  # speed unknown: one update
+    assert experiment.next_chunk(0, 1000, 0, 0.01) == 100  # ~1 s of 10 ms updates
+    assert experiment.next_chunk(990, 1000, 0, 0.01) == 10  # never past the end
+    assert experiment.next_chunk(0, 10**6, 0, 1e-6) == experiment.MAX_CHUNK
+    assert experiment.next_chunk(0, 1000, 30, 0.01) == 30  # not past a checkpoint
+    assert experiment.next_chunk(45, 1000, 30, 0.001) == 15
+    assert experiment.next_chunk(0, 1000, 0, 5.0) == 1  # a slow update: one at a time
 
 
 @pytest.fixture(scope="module")

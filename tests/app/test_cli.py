@@ -133,7 +133,7 @@ def test_train_writes_every_output(run_a):
     assert ckpts == ["ckpt-00000004.msgpack", "ckpt-00000008.msgpack", "latest"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "ckpt-00000008.msgpack"
 
-    assert proc.stdout.startswith("Training PPO on CartPole-v1 (preset CartPole-v1), 2 seeds x "
+    assert proc.stdout.startswith("Training PPO (ppo_clip) on CartPole-v1 (preset CartPole-v1), 2 seeds x "
                                   "8 updates of 256 steps -> A/\n")
     assert "final return" in proc.stdout and f"{summary['final_return']['mean']:.2f}" in proc.stdout
     assert "updates [" not in proc.stdout  # no progress bar: stdout is not a terminal
@@ -302,7 +302,7 @@ def test_run_killed_mid_checkpoint_write_resumes_from_the_previous_one(killed, w
     assert resumed.stdout.startswith(
         "Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)\n")
     assert "incomplete checkpoint write" in resumed.stdout
-    assert "Resuming PPO on CartPole-v1" in resumed.stdout and "resumed at" in resumed.stdout
+    assert "Resuming PPO (ppo_clip) on CartPole-v1" in resumed.stdout and "resumed at" in resumed.stdout
     assert not list((work / "KILLED" / "checkpoints").glob(".*.tmp"))
 
 
@@ -330,7 +330,7 @@ BAD_INPUTS = {
 
 MORE_BAD_INPUTS = {
     "preset for another env": (["--env", "Acrobot-v1", "--preset", "CartPole-v1", "--out", "bad"],
-                               "preset 'CartPole-v1' is for CartPole-v1"),
+                               "preset 'CartPole-v1' (--preset) is for CartPole-v1"),
     "minibatches do not divide": (["--num-minibatches", "3", "--out", "bad"],
                                   "must divide num_envs * num_steps = 512; set --num-minibatches"),
     "zero envs": (["--num-envs", "0", "--out", "bad"], "num_envs=0 is invalid"),
@@ -354,6 +354,23 @@ MORE_BAD_INPUTS = {
     "eval zero episodes": (["eval", "A", "--episodes", "0"], "must be a positive integer"),
     "unknown command": (["evaluate", "A"], "did you mean 'eval'"),
     "gif without renderer": (["eval", "A", "--gif", "a.gif"], "pip install 'purejaxppo[render]'"),
+    "out under a file": (["--out", "corrupt.json/run"], "is a file, not a directory"),
+    "unwritable out": (["--out", "/sys/purejaxppo-run"], "cannot write in '/sys'"),
+    "huge number of envs": (["--num-envs", "1000000000", "--num-steps", "2",
+                             "--num-minibatches", "1", "--total-timesteps", "2000000000",
+                             "--out", "bad"], "needs about"),
+    "a million seeds": (["--num-seeds", "1000000", "--total-timesteps", "512", "--out", "bad"],
+                        "lower --num-seeds"),
+    "overflowing budget": (["--total-timesteps", "10000000000000000000000", "--out", "bad"],
+                           "must be at most 2,147,483,647"),
+    "seed past 32 bits": (["--seed", "4294967301", "--out", "bad"], "at most 4294967295"),
+    "empty settings file": (["--config", "empty.yaml", "--out", "bad"], "is empty"),
+    "eval a billion episodes": (["eval", "A", "--episodes", "1000000000"], "lower --episodes"),
+    "eval gif without .gif": (["eval", "A", "--gif", "noext"], "must name a .gif file"),
+    "eval negative seed": (["eval", "A", "--seed", "-1"], "--seed -1 is invalid"),
+    "eval seed index out of range": (["eval", "A", "--seed-index", "2"], "out of range"),
+    "eval missing checkpoint": (["eval", "A", "--checkpoint", "3"],
+                                "no checkpoint at update 3; it has 4, 8"),
 }
 """The same checks, through ``cli.main`` in this process (a subprocess costs ~3 s of imports):
 the same code path up to the exit code, so the subprocesses above keep one case per depth of
@@ -367,6 +384,7 @@ def bad_setup(run_a, run_c_started, work) -> Path:
     run_c_started.result()  # nothing else writes into work while the bad inputs are checked
     (work / "corrupt.json").write_text('{"lr": 0.001,')
     (work / "unknown.json").write_text('{"learning_rate": 0.001}')
+    (work / "empty.yaml").write_text("")
     (work / "notrun").mkdir()
     (work / "notrun" / "keep.txt").write_text("mine")
     (work / "nockpt").mkdir()

@@ -219,7 +219,7 @@ def cnn_run(cnn_started):
 
 def test_cnn_network_trains_on_minatar(cnn_run):
     out, proc = cnn_run
-    assert proc.stdout.startswith("Training PPO on Breakout-MinAtar (preset Breakout-MinAtar)")
+    assert proc.stdout.startswith("Training PPO (ppo_clip) on Breakout-MinAtar (preset Breakout-MinAtar)")
     assert proc.stderr == ""
     settings = json.loads((out / "config.json").read_text())
     assert settings["network"] == "cnn" and settings["hidden_sizes"] == [32]

@@ -1,0 +1,84 @@
+"""Evaluation episodes: the current policy on fresh environments, one episode each, in-program.
+
+Used inside training (``PPOConfig.eval_every``) and by :func:`purejaxppo.acting.make_evaluate`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from purejaxppo import networks as netlib
+from purejaxppo import normalize as norm
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.envs import Env
+from purejaxppo.networks import Networks
+from purejaxppo.rollout import reset_batch
+
+Array = jax.Array
+
+DEFAULT_EPISODE_LIMIT = 10_000
+"""Step limit of an evaluation when the environment declares no time limit."""
+
+
+def episode_limit(env: Env) -> int:
+    """The environment's time limit (:data:`DEFAULT_EPISODE_LIMIT` when it declares none)."""
+    limit = env.time_limit or getattr(env.adapter, "episode_limit", None)
+    return int(limit) if limit else DEFAULT_EPISODE_LIMIT
+
+
+def act(env: Env, nets: Networks, params: dict, obs: Array, key: Array | None,
+        deterministic: bool, obs_stats: norm.RunningStats | None) -> Array:
+    """Actions for flat observations ``[*batch, obs_size]``: the most likely action (Discrete)
+    or the mean (Box) when ``deterministic``, else a sample; Box actions clipped to the space.
+    ``obs_stats`` normalises the observations when given."""
+    if obs_stats is not None:
+        obs = norm.normalize(obs_stats, obs)
+    dist = netlib.policy(nets, params, obs)
+    if deterministic:
+        action = dist.mode()
+    else:
+        dist_cls = Categorical if env.discrete else DiagGaussian
+        action = dist.sample(dist_cls.noise(key, obs.shape[:-1], env.action_size))
+    if not env.discrete:
+        space = env.action_space
+        action = jnp.clip(action, jnp.asarray(space.low, jnp.float32),
+                          jnp.asarray(space.high, jnp.float32))
+    return action
+
+
+def run_episodes(env: Env, nets: Networks, params: dict, obs_stats: norm.RunningStats | None,
+                 key: Array, episodes: int, deterministic: bool, max_steps: int | None = None
+                 ) -> tuple[Array, Array, Array]:
+    """``episodes`` fresh episodes of the policy, stepped together in a ``lax.while_loop``
+    until every one has ended or after ``max_steps`` steps (default: the time limit).
+
+    Returns:
+        ``(returns, lengths, finished)``, each ``[episodes]``: undiscounted returns, lengths,
+        and False where an episode was still running at the limit (its return is partial).
+    """
+    limit = max_steps or episode_limit(env)
+    step_env = jax.vmap(env.step)
+    k_reset, key = jax.random.split(key)
+    obs, env_state = reset_batch(env, jax.random.split(k_reset, episodes))
+    zeros = jnp.zeros((episodes,), jnp.float32)
+
+    def running(carry: tuple) -> Array:
+        t, *_, done = carry
+        return (t < limit) & ~jnp.all(done)
+
+    def step(carry: tuple) -> tuple:
+        t, key, obs, env_state, ret, length, done = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        action = act(env, nets, params, obs, k_act, deterministic, obs_stats)
+        obs, env_state, reward, terminated, truncated, _ = step_env(
+            jax.random.split(k_env, episodes), env_state, action)
+        ret = ret + jnp.where(done, 0.0, reward)
+        length = length + (~done).astype(jnp.int32)
+        return t + 1, key, obs, env_state, ret, length, done | terminated | truncated
+
+    carry = (jnp.zeros((), jnp.int32), key, obs, env_state, zeros,
+             jnp.zeros((episodes,), jnp.int32), jnp.zeros((episodes,), bool))
+    *_, ret, length, done = jax.lax.while_loop(running, step, carry)
+    return ret, length, done
+
