@@ -29,12 +29,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import final_return, final_window
-from purejaxppo.sweeps import SWEEPABLE, seed_keys, to_host, train_runs
-from purejaxppo.train import TrainResult, as_key, check_policy_losses
+from purejaxppo.parallel import compiler_options
+from purejaxppo.sweeps import SWEEPABLE, choose_mesh, seed_keys, to_host, train_runs
+from purejaxppo.train import (
+    TrainResult,
+    TrainState,
+    as_key,
+    check_policy_losses,
+    make_init,
+    make_run,
+)
 
 Array = jax.Array
 
@@ -327,3 +335,308 @@ def random_search(config: PPOConfig, space: Mapping[str, Any], num_samples: int,
     result = train_runs(config, run_keys, run_hparams, policy_losses, run_losses, mesh)
     result = jax.tree.map(lambda x: x.reshape(int(num_samples), num_seeds, *x.shape[1:]), result)
     return RandomSearchResult(result=result, samples=samples, seeds=seed_labels, config=config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Population-based training.
+
+
+def recent_return(episode_return: Array) -> Array:
+    """A member's score for one interval: ``episode_return [..., k]`` (the interval's updates)
+    averaged, NaN (no episode finished yet) ignored; NaN where every update is NaN."""
+    finite = ~jnp.isnan(episode_return)
+    total = jnp.where(finite, episode_return, 0.0).sum(-1)
+    count = finite.sum(-1)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+
+
+def select_parents(score: Array, key: Array, fraction: float) -> Array:
+    """Truncation selection: ``parent [P]`` for scores ``[P]``.
+
+    The ``n = floor(fraction * P)`` members of lowest score (NaN lowest, ties by index) each draw
+    a parent uniformly from the ``n`` of highest score; every other member is its own parent.
+    """
+    size = score.shape[0]
+    n = int(fraction * size)
+    own = jnp.arange(size)
+    if n == 0:
+        return own
+    order = jnp.argsort(jnp.where(jnp.isnan(score), -jnp.inf, score), stable=True)
+    chosen = order[size - n:][jax.random.randint(key, (n,), 0, n)]
+    return own.at[order[:n]].set(chosen)
+
+
+def copy_learning_state(state: TrainState, parent: Array) -> TrainState:
+    """Exploit: member ``i`` takes member ``parent[i]``'s learning state, bit for bit.
+
+    Copied: parameters, the update rule's optimiser state (Adam moments and step count; PPO's
+    ``kl_beta``), the observation and return normalisation statistics, and the non-finite marker
+    (which belongs to the parameters). Kept: the member's own environments (env states, last
+    observations, episode trackers, per-environment discounted returns), its carried episode
+    statistics, update count and PRNG key, so its environments keep running without a reset and
+    its random stream stays its own.
+    """
+    def take(tree: Any) -> Any:
+        return jax.tree.map(lambda x: x[parent], tree)
+
+    norm = state.env_carry.normalizer
+    normalizer = norm._replace(obs=take(norm.obs), ret=take(norm.ret))
+    return state._replace(params=take(state.params), opt_state=take(state.opt_state),
+                          env_carry=state.env_carry._replace(normalizer=normalizer),
+                          first_nonfinite=take(state.first_nonfinite))
+
+
+def exploit_and_explore(space: Space, state: TrainState, hparams: Hyperparams,
+                        loss_index: Array | None, score: Array, key: Array, fraction: float,
+                        resample_prob: float, perturb: tuple[float, float]
+                        ) -> tuple[TrainState, Hyperparams, Array | None, Array]:
+    """One PBT step over a population (leading axis ``P``): :func:`select_parents`, then each
+    member that got a parent copies its learning state (:func:`copy_learning_state`) and its
+    hyperparameters, which it perturbs (:func:`explore`). Returns ``(state, hparams,
+    loss_index, parent)``."""
+    k_select, k_explore = jax.random.split(key)
+    parent = select_parents(score, k_select, fraction)
+    copied = parent != jnp.arange(parent.shape[0])
+    state = copy_learning_state(state, parent)
+    keys = jax.random.split(k_explore, parent.shape[0])
+    inherited = jax.tree.map(lambda x: x[parent], (hparams, loss_index))
+    moved = jax.vmap(lambda h, i, k: explore(space, h, i, k, resample_prob, perturb))(
+        *inherited, keys)
+    hparams, loss_index = jax.tree.map(lambda new, old: jnp.where(copied, new, old), moved,
+                                       (hparams, loss_index))
+    return state, hparams, loss_index, parent
+
+
+class PBTBest(NamedTuple):
+    """The winner of a population."""
+
+    member: int
+    """Its index in the population."""
+    final_return: float
+    """Its final return (:func:`purejaxppo.metrics.final_return`)."""
+    params: dict
+    """Its final actor and critic parameters."""
+    schedule: list[dict[str, Any]]
+    """The hyperparameters its final parameters were trained with, one row per interval
+    (``start_update``, ``member`` whose slot trained them then, the space's values), following
+    its lineage back through every copy."""
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class PBTResult:
+    """A trained population: ``result`` leaves are ``[population, ...]``; schedules are
+    ``[intervals, population]``."""
+
+    result: TrainResult
+    """Every member's final state and per-update metrics ``[P, num_updates]``."""
+    hparams: Hyperparams
+    """The hyperparameters each member trained with in each interval, ``[intervals, P]``."""
+    loss_index: np.ndarray | None
+    """Index into ``policy_losses`` of each member in each interval (None without policy_loss)."""
+    parents: np.ndarray
+    """``[intervals - 1, P]``: whose learning state member ``i`` took after interval ``k``
+    (``i`` itself when it kept its own): the lineage."""
+    scores: np.ndarray
+    """``[intervals, P]``: the recent return each member was ranked by after each interval."""
+    starts: list[int]
+    """The first update of each interval."""
+    space: Space
+    """The checked search space."""
+    policy_losses: tuple[str, ...] | None
+    """The losses ``loss_index`` indexes."""
+    member_keys: Array
+    """``[P]``: the key member ``i`` was initialised and trained from
+    (``make_train(config)(member_keys[i], ...)`` is its run without exploits)."""
+    config: PPOConfig
+    """The static settings shared by every member."""
+
+    @property
+    def population(self) -> int:
+        """Number of members."""
+        return len(self.final_returns())
+
+    def final_returns(self) -> np.ndarray:
+        """``[P]`` final return of each member (:func:`purejaxppo.metrics.final_return`)."""
+        return final_return(to_host(self.result.metrics["episode_return"]))
+
+    def ranking(self) -> list[int]:
+        """Members from best to worst final return (NaN last)."""
+        return [int(i) for i in _rank(self.final_returns())]
+
+    def values(self, interval: int, member: int) -> dict[str, Any]:
+        """The space's values member ``member`` trained with in interval ``interval``."""
+        return _values(self.space, self.hparams, self.loss_index, (interval, member),
+                       self.policy_losses)
+
+    def lineage(self, member: int) -> list[int]:
+        """For each interval, the member whose slot trained the parameters ``member`` ends with
+        (the last entry is ``member``; earlier ones follow ``parents`` backwards)."""
+        chain = [int(member)]
+        for k in range(len(self.starts) - 2, -1, -1):
+            chain.append(int(self.parents[k, chain[-1]]))
+        return chain[::-1]
+
+    def schedule(self, member: int, follow_lineage: bool = True) -> list[dict[str, Any]]:
+        """One row per interval: ``start_update``, ``member``, the space's values. With
+        ``follow_lineage`` the rows follow :meth:`lineage` (the schedule that produced the
+        member's final parameters); otherwise they are the member's own slot."""
+        who = self.lineage(member) if follow_lineage else [int(member)] * len(self.starts)
+        return [{"start_update": s, "member": m, **self.values(k, m)}
+                for k, (s, m) in enumerate(zip(self.starts, who, strict=True))]
+
+    def best(self) -> PBTBest:
+        """The member of highest final return: its parameters and hyperparameter schedule."""
+        member = self.ranking()[0]
+        params = jax.tree.map(lambda x: to_host(x)[member], self.result.state.params)
+        return PBTBest(member=member, final_return=float(self.final_returns()[member]),
+                       params=params, schedule=self.schedule(member))
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per interval and member: ``interval, start_update, member``, the space's
+        values, ``score`` (recent return, None if no episode finished) and ``parent`` (whose
+        state it took after the interval; itself if none, None after the last interval)."""
+        rows = []
+        for k, start in enumerate(self.starts):
+            for i in range(self.scores.shape[1]):
+                score = float(self.scores[k, i])
+                parent = int(self.parents[k, i]) if k < len(self.parents) else None
+                rows.append({"interval": k, "start_update": start, "member": i,
+                             **self.values(k, i), "score": None if math.isnan(score) else score,
+                             "parent": parent})
+        return rows
+
+    def markdown(self) -> str:
+        """Per member: final return, copies it made, and its final hyperparameters."""
+        keys = list(self.space)
+        header = ["rank", "member", "final return", "times replaced", *(f"final {k}" for k in keys)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        returns = self.final_returns()
+        replaced = (self.parents != np.arange(self.parents.shape[1])).sum(0)
+        last = len(self.starts) - 1
+        for rank, i in enumerate(self.ranking(), start=1):
+            ret = "-" if np.isnan(returns[i]) else f"{returns[i]:.1f}"
+            values = self.values(last, i)
+            cells = [str(rank), str(i), ret, str(int(replaced[i])), *(_fmt(values[k]) for k in keys)]
+            lines.append("| " + " | ".join(cells) + " |")
+        n = self.config.num_updates
+        lines.append(f"\nFinal return: mean episode return over the last {final_window(n)} of "
+                     f"{n} updates; {len(self.starts)} intervals of up to "
+                     f"{self.starts[1] if len(self.starts) > 1 else n} updates.")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"PBTResult(population={self.population}, intervals={len(self.starts)}, "
+                f"env={self.config.env!r})")
+
+
+def _check_pbt_args(config: PPOConfig, population: int, ready_every: int, fraction: float,
+                    resample_prob: float, perturb: tuple[float, float]) -> None:
+    for name, value in (("population", population), ("ready_every", ready_every)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+    if ready_every > config.num_updates:
+        raise ValueError(f"ready_every={ready_every} is more than the run's {config.num_updates} "
+                         "updates: no member would ever be ready; lower it or raise "
+                         "total_timesteps")
+    if not 0.0 <= fraction <= 0.5:
+        raise ValueError(f"fraction={fraction!r} must be in [0, 0.5] (the bottom and the top "
+                         "fraction must not overlap)")
+    if not 0.0 <= resample_prob <= 1.0:
+        raise ValueError(f"resample_prob={resample_prob!r} must be in [0, 1]")
+    if len(perturb) != 2 or not all(isinstance(f, (int, float)) and f > 0 for f in perturb):
+        raise ValueError(f"perturb={perturb!r} must be two positive factors, e.g. (0.8, 1.25)")
+
+
+def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_every: int,
+        key: Array | None = None, *, fraction: float = 0.25, resample_prob: float = 0.2,
+        perturb: tuple[float, float] = (0.8, 1.25), mesh: Mesh | None = None) -> PBTResult:
+    """Population-based training (Jaderberg et al. 2017, arXiv:1711.09846) in one jitted program.
+
+    Members start from independent draws of ``space`` and independent keys. The run is split
+    into intervals of ``ready_every`` updates (the last one takes what remains); after each
+    interval but the last, members are ranked by their mean ``episode_return`` over the interval
+    (NaN, no episode finished, ranks lowest), and the bottom ``fraction`` copy the learning
+    state of a random member of the top ``fraction`` (:func:`copy_learning_state`: not its
+    environments nor its key) and perturb the copied hyperparameters (:func:`explore`: x0.8 or
+    x1.25 clipped to the space, resampled with probability ``resample_prob``; ``policy_loss``
+    and other choices only resample). The intervals are one ``lax.scan`` over a ``vmap`` of the
+    population; the population axis is split over the devices (``jax.jit``'s partitioner, which
+    gathers across devices only for the exploit). A member's learning rate anneals with its
+    update count, so intervals compose exactly: a population of one (or ``fraction=0``) equals
+    ``make_train(config)(member_keys[i], hparams)`` per member to float32 rounding (the batched,
+    chunked program may order float sums differently; tested).
+
+    Args:
+        config: static settings and the hyperparameters of fields absent from ``space``.
+        space: ``{field: distribution}``; members' initial values are drawn from it.
+        population: number of members.
+        ready_every: updates between exploit steps, at most ``config.num_updates``.
+        key: the one key of everything: members' keys, initial draws, selections, explores.
+        fraction: bottom and top fraction for truncation selection, in [0, 0.5].
+        resample_prob: probability that explore redraws a field instead of perturbing it.
+        perturb: the two factors explore multiplies a range's value by.
+        mesh: devices to split the population over (default: every device that divides it).
+    """
+    dists = check_space(config, space)
+    _check_pbt_args(config, population, ready_every, fraction, resample_prob, perturb)
+    population, ready_every = int(population), int(ready_every)
+    n = config.num_updates
+    intervals = -(-n // ready_every)
+    last = n - (intervals - 1) * ready_every
+    key = jax.random.key(0) if key is None else as_key(key)
+    k_members, k_hparams, k_pbt = jax.random.split(key, 3)
+    member_keys = jax.random.split(k_members, population)
+    policy_losses = check_policy_losses(config, space_losses(dists))
+    hparams, loss_index = sample_population(config, dists, k_hparams, population)
+    init, run = jax.vmap(make_init(config)), make_run(config, policy_losses)
+    impl = jax.random.key_impl(member_keys)
+
+    use = choose_mesh(population, mesh)
+    sharding = None if use is None else NamedSharding(use, PartitionSpec(use.axis_names))
+
+    def constrain(tree: Any) -> Any:
+        if sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+    def train_for(state: TrainState, hp: Hyperparams, li: Array | None, length: int):
+        return jax.vmap(lambda s, h, i: run(s, h, length, i))(state, hp, li)
+
+    def program(key_data: Array, hp: Hyperparams, li: Array | None, pbt_keys: Array):
+        state = constrain(init(jax.random.wrap_key_data(key_data, impl=impl), hp))
+
+        def interval(carry, k):
+            state, hp, li = carry
+            state, metrics = train_for(state, hp, li, ready_every)
+            score = recent_return(metrics["episode_return"])
+            new_state, new_hp, new_li, parent = exploit_and_explore(
+                dists, state, hp, li, score, k, fraction, resample_prob, perturb)
+            return constrain((new_state, new_hp, new_li)), (metrics, hp, li, score, parent)
+
+        (state, hp, li), (metrics, hps, lis, scores, parents) = jax.lax.scan(
+            interval, (state, hp, li), jax.random.wrap_key_data(pbt_keys, impl=impl))
+        state, last_metrics = train_for(state, hp, li, last)
+        return state, metrics, hps, lis, scores, parents, last_metrics, hp, li, recent_return(
+            last_metrics["episode_return"])
+
+    pbt_keys = np.asarray(jax.random.key_data(jax.random.split(k_pbt, intervals - 1)))
+    out = jax.jit(program, compiler_options=compiler_options())(
+        np.asarray(jax.random.key_data(member_keys)), hparams, loss_index, pbt_keys)
+    state, *rest = jax.block_until_ready(out)
+    metrics, hps, lis, scores, parents, last_metrics, hp, li, last_score = jax.tree.map(to_host,
+                                                                                     rest)
+
+    def join(chunks: np.ndarray, tail: np.ndarray) -> np.ndarray:  # [K-1, P, r], [P, last]
+        head = np.moveaxis(chunks, 0, 1).reshape(population, -1, *chunks.shape[3:])
+        return np.concatenate([head, tail], axis=1)
+
+    metrics = {k: join(metrics[k], last_metrics[k]) for k in last_metrics}
+    schedule = jax.tree.map(lambda s, x: np.concatenate([s, x[None]]), hps, hp)
+    return PBTResult(
+        result=TrainResult(state=state, metrics=metrics),
+        hparams=schedule,
+        loss_index=None if li is None else np.concatenate([lis, li[None]]),
+        parents=np.asarray(parents, np.int64),
+        scores=np.concatenate([scores, last_score[None]]),
+        starts=[k * ready_every for k in range(intervals)],
+        space=dists, policy_losses=policy_losses, member_keys=member_keys, config=config)

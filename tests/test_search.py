@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY
 
-from purejaxppo import PPOConfig, make_train
+from purejaxppo import PPOConfig, make_init, make_run, make_train
 from purejaxppo.search import (
     check_space,
+    exploit_and_explore,
     explore,
+    pbt,
     random_search,
     sample_population,
     space_losses,
@@ -152,3 +155,166 @@ def test_same_key_same_samples_other_key_other_samples():
     c = sample_population(config, space, jax.random.key(2), 3)
     np.testing.assert_array_equal(a[0].lr, b[0].lr)
     assert not np.array_equal(a[0].lr, c[0].lr)
+
+
+# ---- population-based training ---------------------------------------------------------------
+
+PBT_SPACE = {"lr": ("log_uniform", 1e-4, 1e-2), "ent_coef": ("uniform", 0.0, 0.05),
+             "policy_loss": ("choice", ["ppo_clip", "kl_penalty"])}
+PBT_ARGS = dict(population=8, ready_every=2, key=jax.random.key(5))
+
+
+def leaves_equal(a, b):
+    """Bit-for-bit equality of two pytrees (typed keys compared by their data)."""
+    def data(x):
+        return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(data(x)), np.asarray(data(y)))
+
+
+def test_exploit_copies_exactly_the_chosen_members_learning_state_and_nothing_else():
+    # Normalisation and kl_penalty on: the statistics and kl_beta differ between members.
+    config = PPOConfig(**TINY, normalize_obs=True, normalize_reward=True, policy_loss="kl_penalty")
+    space = check_space(config, PBT_SPACE)
+    hparams, loss_index = sample_population(config, space, jax.random.key(0), 8)
+    hparams = hparams._replace(kl_beta_init=np.linspace(0.5, 4.0, 8, dtype=np.float32))
+    keys = jax.random.split(jax.random.key(1), 8)
+    init, run = make_init(config), make_run(config)
+    state = jax.jit(jax.vmap(lambda k, h: run(init(k, h), h, 1)[0]))(keys, hparams)
+    assert len(set(np.asarray(state.opt_state.kl_beta).tolist())) > 1
+    score = jnp.asarray([1.0, jnp.nan, 3.0, 0.0, 5.0, 2.0, 4.0, -1.0])
+    step = jax.jit(lambda s, h, i, sc, k: exploit_and_explore(space, s, h, i, sc, k, 0.25, 0.2,
+                                                              (0.8, 1.25)))
+    new, new_hp, new_li, parent = step(state, hparams, loss_index, score, jax.random.key(2))
+    parent = np.asarray(parent)
+    # Bottom 2 (NaN ranks lowest, then -1) copy from the top 2 (5 and 4); the rest keep their own.
+    assert parent[1] in (4, 6) and parent[7] in (4, 6)
+    assert [parent[i] for i in (0, 2, 3, 4, 5, 6)] == [0, 2, 3, 4, 5, 6]
+
+    def at(tree, i):
+        return jax.tree.map(lambda x: x[i], tree)
+
+    for i in range(8):
+        p = parent[i]
+        leaves_equal(at((new.params, new.opt_state, new.env_carry.normalizer.obs,
+                         new.env_carry.normalizer.ret, new.first_nonfinite), i),
+                     at((state.params, state.opt_state, state.env_carry.normalizer.obs,
+                         state.env_carry.normalizer.ret, state.first_nonfinite), p))
+        # Its environments keep running and its random stream stays its own.
+        leaves_equal(at((new.env_carry.env_state, new.env_carry.obs, new.env_carry.episode,
+                         new.env_carry.normalizer.discounted_return, new.key, new.last_return,
+                         new.updates_done), i),
+                     at((state.env_carry.env_state, state.env_carry.obs, state.env_carry.episode,
+                         state.env_carry.normalizer.discounted_return, state.key,
+                         state.last_return, state.updates_done), i))
+    key_data = np.asarray(jax.random.key_data(new.key))
+    assert len({tuple(k) for k in key_data}) == 8
+    # The copied params really differ from the ones replaced (the test can fail).
+    assert not np.array_equal(jax.tree.leaves(new.params)[-1][1],
+                              jax.tree.leaves(state.params)[-1][1])
+    # Explore: copied members perturb their parent's values; the others keep theirs.
+    in_space(PBT_SPACE, new_hp, new_li)
+    for i in range(8):
+        lr, parent_lr = float(new_hp.lr[i]), float(hparams.lr[parent[i]])
+        if parent[i] == i:
+            assert lr == float(hparams.lr[i]) and int(new_li[i]) == int(loss_index[i])
+        else:
+            assert lr != parent_lr
+
+
+@pytest.fixture(scope="module")
+def population():
+    return pbt(PPOConfig(**TINY), PBT_SPACE, **PBT_ARGS)
+
+
+def test_pbt_records_schedule_lineage_and_exploits_by_rank(population):
+    config = PPOConfig(**TINY)
+    n, p = config.num_updates, 8
+    assert population.starts == [0, 2]
+    for value in population.result.metrics.values():
+        assert value.shape == (p, n)
+    np.testing.assert_array_equal(population.result.metrics["env_steps"][0],
+                                  np.arange(1, n + 1) * config.batch_size)
+    assert population.hparams.lr.shape == (2, p) and population.parents.shape == (1, p)
+    in_space(PBT_SPACE, population.hparams, population.loss_index)
+    parents, scores = population.parents[0], population.scores[0]
+    np.testing.assert_allclose(scores, np.nanmean(
+        population.result.metrics["episode_return"][:, :2], axis=1), rtol=1e-6)
+    order = np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
+    copied = np.flatnonzero(parents != np.arange(p))
+    assert sorted(copied) == sorted(order[:2]) and set(parents[copied]) <= set(order[-2:])
+    for i in range(p):
+        source = parents[i]
+        before, after = population.hparams.lr[0, source], population.hparams.lr[1, i]
+        if source == i:
+            assert after == before
+        else:  # perturbed by x0.8 / x1.25 (clipped), or resampled
+            assert 1e-4 <= after <= 1e-2 and after != before
+    # The winner, its parameters and the schedule along its lineage.
+    best = population.best()
+    returns = population.final_returns()
+    assert best.member == int(np.nanargmax(returns)) and best.final_return == returns[best.member]
+    leaves_equal(best.params, jax.tree.map(lambda x: x[best.member],
+                                           population.result.state.params))
+    lineage = population.lineage(best.member)
+    assert lineage == [int(parents[best.member]), best.member]
+    assert [row["member"] for row in best.schedule] == lineage
+    assert best.schedule[0]["lr"] == float(population.hparams.lr[0, lineage[0]])
+    rows = population.table()
+    assert len(rows) == 2 * p and rows[0].keys() >= {"interval", "member", "lr", "policy_loss",
+                                                      "score", "parent"}
+    assert population.markdown().count("\n| ") == p
+
+
+def test_pbt_population_of_one_is_a_plain_run():
+    config = PPOConfig(**TINY)
+    one = pbt(config, {"lr": ("log_uniform", 1e-4, 1e-2)}, population=1, ready_every=3,
+              key=jax.random.key(3))
+    assert one.starts == [0, 3] and one.parents.tolist() == [[0]]
+    hp = jax.tree.map(lambda x: x[0, 0], one.hparams)
+    assert float(one.hparams.lr[1, 0]) == float(hp.lr)
+    train = make_train(config)
+    plain = jax.jit(train)(one.member_keys[0], hp)
+    run = jax.tree.map(lambda x: x[0], (one.result.state.params, one.result.metrics))
+    # Equal to float32 rounding (1 ulp here): the population program batches and chunks the
+    # same arithmetic, which XLA may fuse and order differently.
+    for a, b in zip(jax.tree.leaves((plain.params, plain.metrics)), jax.tree.leaves(run),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_pbt_same_key_same_lineage_on_any_number_of_devices(population):
+    from test_sharding import run_script
+
+    out = run_script(f"""
+        import json
+        from purejaxppo.search import pbt
+        config = PPOConfig(**{TINY!r})
+        args = dict(population=8, ready_every=2, key=jax.random.key(5))
+        four = pbt(config, {PBT_SPACE!r}, **args)
+        assert len(jax.tree.leaves(four.result.state.params)[0].sharding.device_set) == 4
+        one = pbt(config, {PBT_SPACE!r}, mesh=Mesh(np.asarray(jax.devices()[:1]), ("b",)), **args)
+        np.testing.assert_array_equal(four.parents, one.parents)
+        assert_trees_close((four.result.state.params, four.result.metrics),
+                           (one.result.state.params, one.result.metrics))
+        print("RESULT", json.dumps({{"parents": four.parents.tolist(),
+                                    "lr": np.asarray(four.hparams.lr).tolist(),
+                                    "returns": four.final_returns().tolist()}}))
+    """)
+    import json
+
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    there = json.loads(line.split(" ", 1)[1])
+    assert there["parents"] == population.parents.tolist()
+    assert there["lr"] == np.asarray(population.hparams.lr).tolist()
+    np.testing.assert_allclose(there["returns"], population.final_returns(), rtol=1e-5)
+
+
+def test_bad_pbt_arguments_give_clear_errors():
+    config = PPOConfig(**TINY)
+    for kwargs, words in [(dict(population=0, ready_every=1), "population=0"),
+                          (dict(population=4, ready_every=5), "ready_every=5"),
+                          (dict(population=4, ready_every=1, fraction=0.6), "fraction=0.6"),
+                          (dict(population=4, ready_every=1, resample_prob=2.0), "resample_prob")]:
+        with pytest.raises(ValueError, match=words):
+            pbt(config, PBT_SPACE, **kwargs)
