@@ -4,6 +4,7 @@ Public API::
 
     from purejaxppo import PPOConfig, make_train, losses
     from purejaxppo import sweep, make_train_data_parallel   # many runs / many devices
+    from purejaxppo import random_search, pbt                # hyperparameter search in-program
     from purejaxppo import envs, networks                    # your own environments and networks
     from purejaxppo import gradient_agreement                # do the losses' gradients agree?
     from purejaxppo import policy, load                      # act with a trained policy
@@ -21,6 +22,7 @@ from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
 from purejaxppo.networks import Networks
 from purejaxppo.parallel import make_train_data_parallel
+from purejaxppo.search import PBTResult, RandomSearchResult, pbt, random_search
 from purejaxppo.sweeps import SweepResult, sweep
 from purejaxppo.train import TrainResult, TrainState, make_init, make_run, make_train, make_update
 
@@ -43,7 +45,9 @@ __all__ = [
     "Hyperparams",
     "Loaded",
     "Networks",
+    "PBTResult",
     "PPOConfig",
+    "RandomSearchResult",
     "SweepResult",
     "TrainResult",
     "TrainState",
@@ -59,6 +63,8 @@ __all__ = [
     "make_update",
     "metrics",
     "networks",
+    "pbt",
     "policy",
+    "random_search",
     "sweep",
 ]
