@@ -529,8 +529,9 @@ class PBTResult:
                 f"env={self.config.env!r})")
 
 
-def _check_pbt_args(config: PPOConfig, population: int, ready_every: int, fraction: float,
-                    resample_prob: float, perturb: tuple[float, float]) -> None:
+def check_pbt_args(config: PPOConfig, population: int, ready_every: int, fraction: float = 0.25,
+                   resample_prob: float = 0.2, perturb: tuple[float, float] = (0.8, 1.25)) -> None:
+    """Validates :func:`pbt`'s arguments (ValueError, one line naming the argument)."""
     for name, value in (("population", population), ("ready_every", ready_every)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -578,7 +579,7 @@ def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_ever
         mesh: devices to split the population over (default: every device that divides it).
     """
     dists = check_space(config, space)
-    _check_pbt_args(config, population, ready_every, fraction, resample_prob, perturb)
+    check_pbt_args(config, population, ready_every, fraction, resample_prob, perturb)
     population, ready_every = int(population), int(ready_every)
     n = config.num_updates
     intervals = -(-n // ready_every)
