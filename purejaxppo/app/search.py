@@ -8,6 +8,7 @@ plus search.csv (and, for PBT, pbt.png; for random search, best_config.json).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -67,6 +68,9 @@ def run(config: PPOConfig, options: RunOptions, search: SearchSettings) -> Searc
     if search.method == "random":
         seeds = jax.vmap(jax.random.key)(np.arange(options.seed, options.seed + options.num_seeds))
         result = random_search(config, search.space, search.population, seeds, key)
+        # Label the seeds as the command line numbers them (train's metrics.csv does too).
+        result = dataclasses.replace(result, seeds=list(range(options.seed,
+                                                              options.seed + options.num_seeds)))
     else:
         result = pbt(config, search.space, search.population, search.ready_every, key,
                      fraction=search.fraction, resample_prob=search.resample_prob)
