@@ -2,7 +2,7 @@
 
     python -m benchmarks.search                                  # Acrobot-v1 and Pendulum-v1
     python -m benchmarks.search --record                         # into benchmarks/results/
-    python -m benchmarks.search --envs Acrobot-v1 --repetitions 2 --steps 100000
+    python -m benchmarks.search --envs Acrobot-v1 --repetitions 2 --steps Acrobot-v1 100000
 
 Each method trains 8 runs ("members") of the environment's preset (``purejaxppo/app/presets.json``)
 for the same number of env steps each, so every method spends the same total:
@@ -15,8 +15,10 @@ for the same number of env steps each, so every method spends the same total:
 
 Each method is repeated ``--repetitions`` times with independent keys. Reported per method: the
 best member's final return and the population mean (``purejaxppo.metrics.final_return``),
-mean ± std over repetitions. Writes ``search.{json,md,png}`` (``benchmarks/common.py``); the
-plot shows the first repetition's PBT population and its best member's learning rate.
+mean ± std over repetitions. Writes ``search.{json,md,png}`` (``benchmarks/common.py``) after
+each environment, keeping the rows of environments not rerun; the plot shows the first
+repetition's PBT population of each environment and its best member's learning rate
+(``search_curves.npz`` keeps them for the next run's plot).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from benchmarks.common import (
     output_dir,
     preset_config,
     print_written,
+    read_json,
     use_all_cores,
     whole_rollouts,
     write_json,
@@ -147,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--repetitions", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="env steps per member (default: " + ", ".join(
+    parser.add_argument("--steps", nargs=2, action="append", metavar=("ENV", "N"),
+                        type=lambda x: int(x) if x.isdigit() else x,
+                        help="env steps per member of ENV (repeatable; default: " + ", ".join(
                             f"{e} {s:,}" for e, s in BUDGETS.items()) + ")")
     add_output_flags(parser)
     args = parser.parse_args(argv)
@@ -156,21 +160,39 @@ def main(argv: list[str] | None = None) -> int:
     # Repetitions differ only in their keys (arguments), so each method compiles once.
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="search-bench-"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    results, curves = {}, {}
-    for env in args.envs:
-        results[env], curves[env] = run_env(env, args.steps or BUDGETS[env], args.members,
-                                            args.repetitions)
-    rows = [r for env in args.envs for r in results[env]["rows"]]
     out = output_dir(args)
-    path = write_json(out / f"{NAME}.json", {**device_info(), "space": SPACE, "rows": rows,
-                                             "configs": {e: results[e]["config"]
-                                                         for e in args.envs}})
-    table = markdown(rows)
+    steps = dict(BUDGETS, **dict(args.steps or []))
+    for env in args.envs:  # written after each environment; rows of others kept from the file
+        result, curve = run_env(env, steps[env], args.members, args.repetitions)
+        previous = read_json(out / f"{NAME}.json")
+        rows = [r for r in previous.get("rows", []) if r["env"] != env] + result["rows"]
+        configs = {**previous.get("configs", {}), env: result["config"]}
+        path = write_json(out / f"{NAME}.json", {**device_info(), "space": SPACE, "rows": rows,
+                                                 "configs": configs})
+        curves = {**read_curves(out), env: curve}
+        write_curves(out, curves)
+    table = markdown(read_json(path)["rows"])
     print(table)
     png = out / f"{NAME}.png"
     plot(png, curves)
     print_written([path, write_text(out / f"{NAME}.md", table), png])
     return 0
+
+
+def read_curves(out) -> dict[str, dict]:
+    """The PBT curves of the environments written before (for the plot)."""
+    path = out / f"{NAME}_curves.npz"
+    if not path.exists():
+        return {}
+    data = np.load(path)
+    envs = sorted({k.split("|")[0] for k in data.files})
+    return {e: {k.split("|")[1]: (data[k].item() if data[k].ndim == 0 else data[k])
+                for k in data.files if k.startswith(e + "|")} for e in envs}
+
+
+def write_curves(out, curves: dict[str, dict]) -> None:
+    np.savez(out / f"{NAME}_curves.npz",
+             **{f"{e}|{k}": np.asarray(v) for e, c in curves.items() for k, v in c.items()})
 
 
 if __name__ == "__main__":

@@ -284,29 +284,31 @@ def test_pbt_population_of_one_is_a_plain_run():
 
 
 def test_pbt_same_key_same_lineage_on_any_number_of_devices(population):
+    """The fixture ran on this process's one device; the same key on 4 devices, in another
+    process, gives the same lineage and schedule, and returns equal to float32 rounding."""
     from test_sharding import run_script
 
     out = run_script(f"""
         import json
         from purejaxppo.search import pbt
-        config = PPOConfig(**{TINY!r})
-        args = dict(population=8, ready_every=2, key=jax.random.key(5))
-        four = pbt(config, {PBT_SPACE!r}, **args)
+        four = pbt(PPOConfig(**{TINY!r}), {PBT_SPACE!r}, population=8, ready_every=2,
+                   key=jax.random.key(5))
         assert len(jax.tree.leaves(four.result.state.params)[0].sharding.device_set) == 4
-        one = pbt(config, {PBT_SPACE!r}, mesh=Mesh(np.asarray(jax.devices()[:1]), ("b",)), **args)
-        np.testing.assert_array_equal(four.parents, one.parents)
-        assert_trees_close((four.result.state.params, four.result.metrics),
-                           (one.result.state.params, one.result.metrics))
         print("RESULT", json.dumps({{"parents": four.parents.tolist(),
                                     "lr": np.asarray(four.hparams.lr).tolist(),
+                                    "loss": np.asarray(four.loss_index).tolist(),
+                                    "scores": np.asarray(four.scores).tolist(),
                                     "returns": four.final_returns().tolist()}}))
     """)
     import json
 
+    assert jax.device_count() == 1
     line = next(x for x in out.splitlines() if x.startswith("RESULT"))
     there = json.loads(line.split(" ", 1)[1])
     assert there["parents"] == population.parents.tolist()
     assert there["lr"] == np.asarray(population.hparams.lr).tolist()
+    assert there["loss"] == np.asarray(population.loss_index).tolist()
+    np.testing.assert_allclose(there["scores"], population.scores, rtol=1e-5)
     np.testing.assert_allclose(there["returns"], population.final_returns(), rtol=1e-5)
 
 
