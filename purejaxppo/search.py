@@ -560,10 +560,13 @@ def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_ever
     state of a random member of the top ``fraction`` (:func:`copy_learning_state`: not its
     environments nor its key) and perturb the copied hyperparameters (:func:`explore`: x0.8 or
     x1.25 clipped to the space, resampled with probability ``resample_prob``; ``policy_loss``
-    and other choices only resample). The intervals are one ``lax.scan`` over a ``vmap`` of the
-    population; the population axis is split over the devices (``jax.jit``'s partitioner, which
-    gathers across devices only for the exploit). A member's learning rate anneals with its
-    update count, so intervals compose exactly: a population of one (or ``fraction=0``) equals
+    and other choices only resample). ``kl_beta_init`` only sets the coefficient a member starts
+    with: an exploit copies the adapted ``kl_beta``.
+
+    The intervals are one ``lax.scan`` over a ``vmap`` of the population; the population axis
+    is split over the devices (``jax.jit``'s partitioner, which gathers across devices only for
+    the exploit). A member's learning rate anneals with its update count, so intervals compose
+    exactly: a population of one (or ``fraction=0``) equals
     ``make_train(config)(member_keys[i], hparams)`` per member to float32 rounding (the batched,
     chunked program may order float sums differently; tested).
 
