@@ -4,6 +4,7 @@ Public API::
 
     from purejaxppo import PPOConfig, make_train, losses
     from purejaxppo import sweep, make_train_data_parallel   # many runs / many devices
+    from purejaxppo import random_search, pbt                # hyperparameter search in-program
     from purejaxppo import envs, networks                    # your own environments and networks
     from purejaxppo import gradient_agreement                # do the losses' gradients agree?
     from purejaxppo import policy, load                      # act with a trained policy
@@ -32,6 +33,10 @@ _EXPORTS = {
     "make_train_data_parallel": "purejaxppo.parallel",
     "SweepResult": "purejaxppo.sweeps",
     "sweep": "purejaxppo.sweeps",
+    "PBTResult": "purejaxppo.search",
+    "RandomSearchResult": "purejaxppo.search",
+    "pbt": "purejaxppo.search",
+    "random_search": "purejaxppo.search",
     "TrainResult": "purejaxppo.train",
     "TrainState": "purejaxppo.train",
     "make_init": "purejaxppo.train",

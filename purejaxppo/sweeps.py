@@ -191,7 +191,7 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
     axes = (*values, "seed")
     shape = tuple(len(v) for v in values.values())
     points = list(itertools.product(*values.values()))
-    num_seeds, num_runs = len(seed_labels), len(points) * len(seed_labels)
+    num_seeds = len(seed_labels)
 
     # Flat batch, point-major: run b is point b // S with seed b % S.
     base = config.hyperparams()
@@ -208,8 +208,29 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
                                           np.int32), num_seeds)
     key_data = np.asarray(jax.random.key_data(keys))
     key_data = np.tile(key_data, (len(points),) + (1,) * (key_data.ndim - 1))
-    impl = jax.random.key_impl(keys)
+    keys = jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(keys))
+    result = train_runs(config, keys, hparams, policy_losses, loss_index, mesh)
+    result = jax.tree.map(lambda x: x.reshape(*shape, num_seeds, *x.shape[1:]), result)
+    return SweepResult(result, axes, {**values, "seed": seed_labels}, config)
 
+
+def train_runs(config: PPOConfig, keys: Array, hparams: Hyperparams,
+               policy_losses: tuple[str, ...] | None = None, loss_index: Array | None = None,
+               mesh: Mesh | None = None) -> TrainResult:
+    """Trains a flat batch of independent runs in one jitted program, split over the devices.
+
+    Run ``b`` is ``make_train(config, policy_losses)(keys[b], hparams[b], loss_index[b])``.
+    The machinery of :func:`sweep` (and of :func:`purejaxppo.search.random_search`).
+
+    Args:
+        keys: ``[B]`` typed keys, one per run.
+        hparams: :class:`Hyperparams` of ``[B]`` arrays.
+        policy_losses, loss_index: as in :func:`purejaxppo.make_train`; ``loss_index`` ``[B]``.
+        mesh: as in :func:`sweep` (:func:`choose_mesh`).
+    """
+    num_runs = keys.shape[0]
+    key_data = np.asarray(jax.random.key_data(keys))
+    impl = jax.random.key_impl(keys)
     train = jax.vmap(make_train(config, policy_losses))
 
     def program(key_data: Array, hparams: Hyperparams, loss_index: Array | None) -> TrainResult:
@@ -220,8 +241,6 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
         program = shard_runs(program, use)
     result = jax.jit(program, compiler_options=compiler_options())(key_data, hparams, loss_index)
     # Wait for every device first: when the grid's leading axis does not divide over the devices,
-    # the reshape below is a program with an all-gather, and XLA:CPU aborts a collective that one
+    # a later reshape is a program with an all-gather, and XLA:CPU aborts a collective that one
     # device reaches more than 40 s before another (a device still finishing its runs).
-    result = jax.block_until_ready(result)
-    result = jax.tree.map(lambda x: x.reshape(*shape, num_seeds, *x.shape[1:]), result)
-    return SweepResult(result, axes, {**values, "seed": seed_labels}, config)
+    return jax.block_until_ready(result)

@@ -1,9 +1,10 @@
-"""The ``purejaxppo`` command: ``train`` (the default) and ``eval``.
+"""The ``purejaxppo`` command: ``train`` (the default), ``eval`` and ``search``.
 
     purejaxppo                                   # CartPole-v1, its preset, into runs/<env>-<time>
     purejaxppo train --env Acrobot-v1 --num-seeds 4 --lr 1e-3
     purejaxppo train --resume runs/Acrobot-v1-20260101-120000
     purejaxppo eval runs/Acrobot-v1-20260101-120000 --episodes 100 --deterministic
+    purejaxppo search --method pbt --env Acrobot-v1 --population 8 --space space.json
 
 The flags of ``train`` are generated from the fields of :class:`~purejaxppo.config.PPOConfig`
 (help = each field's attribute docstring) by a thin argparse layer: argparse lets every flag
@@ -69,7 +70,8 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
-                         shown_defaults: dict[str, Any] | None = None) -> None:
+                         shown_defaults: dict[str, Any] | None = None,
+                         skip: tuple[str, ...] = ()) -> None:
     """One flag per field of ``cls``, defaulting to "not given" (absent from the namespace).
 
     The help shows ``shown_defaults[name]`` (e.g. the preset's value) where given, else the
@@ -79,6 +81,8 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
     docs = field_docs(cls)
     shown_defaults = shown_defaults or {}
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         kind = hints[f.name]
         default = shown_defaults.get(f.name, f.default)
         if isinstance(default, list):
@@ -162,6 +166,54 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def search_parser() -> argparse.ArgumentParser:
+    """The parser of ``purejaxppo search``."""
+    from purejaxppo.app.presets import RunOptions, presets
+    from purejaxppo.config import PPOConfig
+
+    parser = _Parser(
+        prog=f"{PROG} search", allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Hyperparameter search in one compiled program: random search (every sample "
+                    "x seed at once) or population-based training (Jaderberg et al. 2017).\n\n"
+                    "Settings resolve as for train; the space file overrides the searched ones.",
+        epilog="space file (JSON or YAML), e.g.:\n"
+               '  {"lr": ["log_uniform", 1e-5, 1e-2], "ent_coef": ["uniform", 0.0, 0.05],\n'
+               '   "policy_loss": ["choice", ["ppo_clip", "kl_penalty"]]}\n\n'
+               f"examples:\n  {PROG} search --method random --env Acrobot-v1 --population 16 "
+               "--num-seeds 2 --space space.json\n"
+               f"  {PROG} search --method pbt --env Pendulum-v1 --population 8 --ready-every 20 "
+               "--space space.yaml")
+    search = parser.add_argument_group("search")
+    search.add_argument("--method", choices=("random", "pbt"), required=True,
+                        help="random search or population-based training")
+    search.add_argument("--space", metavar="FILE", required=True,
+                        help="JSON or YAML file mapping hyperparameters (and policy_loss) to "
+                             "[log_uniform, lo, hi], [uniform, lo, hi] or [choice, [values]]")
+    search.add_argument("--population", type=int, metavar="N", default=8,
+                        help="random: samples drawn (each trained with --num-seeds seeds); pbt: "
+                             "members (default: 8)")
+    search.add_argument("--ready-every", type=int, metavar="N",
+                        help="pbt: updates between exploit steps (default: a tenth of the run)")
+    search.add_argument("--fraction", type=float, metavar="F",
+                        help="pbt: the bottom fraction copies the top fraction (default: 0.25)")
+    search.add_argument("--resample-prob", type=float, metavar="P",
+                        help="pbt: probability that explore redraws a value instead of "
+                             "perturbing it x0.8/x1.25 (default: 0.2)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--preset", metavar="NAME", default=argparse.SUPPRESS,
+                     help=f"tuned settings to start from, one of: {', '.join(presets())}")
+    run.add_argument("--config", metavar="FILE", dest="config_file",
+                     help="JSON or YAML file of settings (the keys of config.json)")
+    _add_dataclass_flags(run, RunOptions, skip=("checkpoint_every", "keep_checkpoints"))
+    run.add_argument("--out", metavar="DIR", help="output directory (default: "
+                     "runs/<env>-<YYYYmmdd-HHMMSS>); must not exist unless --overwrite")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the --out directory if it holds a previous run")
+    _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig)
+    return parser
+
+
 def eval_parser() -> argparse.ArgumentParser:
     """The parser of ``purejaxppo eval``."""
     parser = _Parser(prog=f"{PROG} eval", allow_abbrev=False,
@@ -198,8 +250,10 @@ def _version() -> str:
 
 def _usage() -> str:
     return (f"usage: {PROG} [train] [options]     train (the default command)\n"
-            f"       {PROG} eval DIR [options]     evaluate a trained run\n\n"
-            f"'{PROG} train --help' and '{PROG} eval --help' list the options.")
+            f"       {PROG} eval DIR [options]     evaluate a trained run\n"
+            f"       {PROG} search [options]       random search or population-based training\n\n"
+            f"'{PROG} train --help', '{PROG} eval --help' and '{PROG} search --help' list the "
+            "options.")
 
 
 def _setup_jax() -> None:
@@ -368,6 +422,87 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     return execute
 
 
+def cmd_search(argv: list[str]) -> Callable[[], int]:
+    """``purejaxppo search``: validates everything, then returns the search itself."""
+    from purejaxppo.app import search as app_search
+    from purejaxppo.app.presets import SETTINGS_KEYS, read_settings_file, resolve
+    from purejaxppo.search import check_pbt_args, check_space
+    from purejaxppo.train import make_agent
+
+    ns = search_parser().parse_args(argv)
+    given = {k: v for k, v in vars(ns).items() if k in SETTINGS_KEYS}
+    _setup_jax()
+    from purejaxppo.app import experiment, rundir
+
+    file_settings = read_settings_file(ns.config_file) if ns.config_file else None
+    config, options, preset = resolve(given, file_settings)
+    make_agent(config)
+    space = app_search.read_space(ns.space)
+    try:
+        check_space(config, space)
+    except ValueError as e:
+        raise UsageError(f"--space {ns.space}: {e}") from None
+    if ns.population < 1:
+        raise UsageError(f"--population {ns.population} is invalid: must be a positive integer")
+    pbt_flags = {"ready_every": ns.ready_every, "fraction": ns.fraction,
+                 "resample_prob": ns.resample_prob}
+    if ns.method == "pbt":
+        if options.num_seeds != 1:
+            raise UsageError(f"--num-seeds {options.num_seeds}: a PBT population's members each "
+                             "have their own seed; set the population with --population")
+        defaults = {"ready_every": app_search.default_ready_every(config), "fraction": 0.25,
+                    "resample_prob": 0.2}
+        pbt_args = {k: defaults[k] if v is None else v for k, v in pbt_flags.items()}
+        try:
+            check_pbt_args(config, ns.population, **pbt_args)
+        except ValueError as e:
+            flag = str(e).split("=", 1)[0].replace("_", "-")
+            raise UsageError(f"--{flag} {str(e).split('=', 1)[1]}") from None
+    else:
+        given_pbt = ["--" + k.replace("_", "-") for k, v in pbt_flags.items() if v is not None]
+        if given_pbt:
+            raise UsageError(f"{', '.join(given_pbt)} only apply to --method pbt; drop them")
+        pbt_args = {"ready_every": 0, "fraction": 0.0, "resample_prob": 0.0}
+    settings = app_search.SearchSettings(method=ns.method, space=space,
+                                         population=ns.population, **pbt_args)
+    runs_at_once = ns.population * (options.num_seeds if ns.method == "random" else 1)
+    experiment.check_memory(config, runs_at_once)
+    run_dir, replace = _out_dir(ns.out, config.env, ns.overwrite)
+    held = rundir.claim(run_dir, replace)
+
+    def execute() -> int:
+        try:
+            code = _search(held.work)
+            if code == 0:
+                rundir.commit(held)
+            else:
+                rundir.abandon(held)
+            return code
+        finally:
+            rundir.release(held)
+
+    def _search(run_dir: Path) -> int:
+        app_search.start_outputs(run_dir, config, options, preset)
+        runs = (f"{ns.population} members" if ns.method == "pbt" else
+                f"{ns.population} samples x {options.num_seeds} seed"
+                f"{'s' if options.num_seeds > 1 else ''}")
+        print(f"Searching ({'PBT' if ns.method == 'pbt' else 'random search'}) "
+              f"{_algorithm(config)} on {config.env} "
+              f"({f'preset {preset}' if preset else 'no preset'}), {runs} x "
+              f"{config.num_updates:,} updates of {config.batch_size:,} steps -> {held.final}/",
+              flush=True)
+        try:
+            searched = app_search.run(config, options, settings)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        summary = app_search.write_outputs(run_dir, config, options, preset, settings, searched)
+        print(app_search.summary_table(summary, held.final))
+        return 0
+
+    return execute
+
+
 def cmd_eval(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo eval``: validates everything, then returns the evaluation itself."""
     ns = eval_parser().parse_args(argv)
@@ -466,11 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         command, args = cmd_eval, argv[1:]
     elif argv and argv[0] == "train":
         command, args = cmd_train, argv[1:]
+    elif argv and argv[0] == "search":
+        command, args = cmd_search, argv[1:]
     elif argv and not argv[0].startswith("-"):
-        close = difflib.get_close_matches(argv[0], ["train", "eval"], n=1)
+        close = difflib.get_close_matches(argv[0], ["train", "eval", "search"], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        print(f"{PROG}: error: unknown command {argv[0]!r}{hint}; the commands are train and "
-              "eval", file=sys.stderr)
+        print(f"{PROG}: error: unknown command {argv[0]!r}{hint}; the commands are train, eval "
+              "and search", file=sys.stderr)
         return EXIT_USAGE
     else:
         command, args = cmd_train, argv

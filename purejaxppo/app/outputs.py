@@ -23,6 +23,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "returns.png"
+SEARCH_FILE = "search.csv"
+PBT_PLOT_FILE = "pbt.png"
+BEST_CONFIG_FILE = "best_config.json"
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Writes ``data`` to ``path`` so that ``path`` holds either the old or the new contents."""
@@ -63,25 +66,29 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
-def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[int],
-                first_update: int = 0) -> str:
+def metrics_csv(metrics: Mapping[str, np.ndarray], seeds: Sequence[Any],
+                first_update: int = 0, label: str | tuple[str, ...] = "seed") -> str:
     """One row per update and seed: ``update, seed, env_steps``, then every other metric.
 
     Args:
         metrics: name -> ``[num_seeds, num_updates]`` array (``env_steps`` among them).
-        seeds: the seed of each row of the arrays.
+        seeds: the seed of each row of the arrays (a tuple of ids when ``label`` is a tuple).
         first_update: updates before the first column (rows are numbered from this + 1).
+        label: the name of the seed column; a tuple names several id columns (a search's
+            ``sample, seed``).
     """
+    labels = (label,) if isinstance(label, str) else tuple(label)
+    ids = [(s,) if isinstance(label, str) else tuple(s) for s in seeds]
     order = ["env_steps", *(k for k in COMMON_METRICS if k != "env_steps")]
     names = [k for k in order if k in metrics] + [k for k in metrics if k not in order]
     arrays = [np.asarray(metrics[k]) for k in names]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["update", "seed", *names])
+    writer.writerow(["update", *labels, *names])
     num_updates = arrays[0].shape[1]
     for u in range(num_updates):
-        for i, seed in enumerate(seeds):
-            writer.writerow([first_update + u + 1, seed, *(_cell(a[i, u]) for a in arrays)])
+        for i, row_ids in enumerate(ids):
+            writer.writerow([first_update + u + 1, *row_ids, *(_cell(a[i, u]) for a in arrays)])
     return out.getvalue()
 
 
@@ -125,6 +132,45 @@ def plot_returns(path: str | Path, env_steps: np.ndarray, episode_return: np.nda
         ax.legend(loc="best", frameon=False)
     ax.set(xlabel="environment steps (per seed)", ylabel="episode return", title=title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+
+
+def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Tidy rows (dicts with the same keys) as CSV; None is an empty cell."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(list(rows[0]))
+    for row in rows:
+        writer.writerow(["" if v is None else f"{v:.9g}" if isinstance(v, float) else v
+                         for v in row.values()])
+    return out.getvalue()
+
+
+def plot_pbt(path: str | Path, env_steps: np.ndarray, episode_return: np.ndarray,
+             best: int, best_lr: np.ndarray, title: str) -> None:
+    """PBT's picture: every member's return over time (the best in colour), and the learning
+    rate the best member's final parameters were trained with (along its lineage)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 6.0), dpi=110)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for i, ret in enumerate(episode_return):
+        if i != best:
+            top.plot(env_steps, ret, color="0.6", lw=0.8, alpha=0.7)
+    top.plot(env_steps, episode_return[best], color="C3", lw=1.6, label=f"best (member {best})")
+    top.plot([], [], color="0.6", lw=0.8, label="other members")
+    top.legend(loc="best", frameon=False)
+    top.set(ylabel="episode return", title=title)
+    bottom.plot(env_steps, best_lr, color="C3", lw=1.4)
+    bottom.set(xlabel="environment steps (per member)", ylabel="learning rate (best)",
+               yscale="log")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -121,16 +121,21 @@ def get_preset(name: str) -> Preset:
     return table[name]
 
 
-def read_settings_file(path: str | Path) -> dict[str, Any]:
-    """Reads a JSON (``.json``) or YAML (``.yaml``/``.yml``) settings file into a checked dict."""
+def read_mapping_file(path: str | Path, what: str = "config file", flag: str = "--config"
+                      ) -> dict[str, Any]:
+    """Reads a JSON (``.json``) or YAML (``.yaml``/``.yml``) file holding a mapping.
+
+    Raises:
+        SettingsError: one line naming the file (``what``, given by ``flag``) and the fix.
+    """
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise SettingsError(f"config file {str(path)!r} does not exist; check the path given "
-                            "to --config") from None
+        raise SettingsError(f"{what} {str(path)!r} does not exist; check the path given "
+                            f"to {flag}") from None
     except OSError as e:
-        raise SettingsError(f"cannot read config file {str(path)!r}: {e.strerror}; check the "
+        raise SettingsError(f"cannot read {what} {str(path)!r}: {e.strerror}; check the "
                             "path and its permissions") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         if importlib.util.find_spec("yaml") is None:
@@ -143,21 +148,27 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
         except yaml.YAMLError as e:
             where = getattr(e, "problem_mark", None)
             line = f" at line {where.line + 1}" if where is not None else ""
-            raise SettingsError(f"config file {str(path)!r} is not valid YAML{line}; fix the "
+            raise SettingsError(f"{what} {str(path)!r} is not valid YAML{line}; fix the "
                                 "file or give a JSON one") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise SettingsError(f"config file {str(path)!r} is not valid JSON ({e.msg} at line "
+            raise SettingsError(f"{what} {str(path)!r} is not valid JSON ({e.msg} at line "
                                 f"{e.lineno}); fix the file (.yaml/.yml files are read as YAML)"
                                 ) from None
     if data is None:
         raise SettingsError(f"config file {str(path)!r} is empty; write settings as a mapping "
                             "such as 'lr: 0.0003'")
     if not isinstance(data, dict):
-        raise SettingsError(f"config file {str(path)!r} must hold a mapping of setting names to "
-                            f"values, not a {type(data).__name__}")
+        raise SettingsError(f"{what} {str(path)!r} must hold a mapping of names to values, "
+                            f"not a {type(data).__name__}")
+    return data
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """Reads a JSON (``.json``) or YAML (``.yaml``/``.yml``) settings file into a checked dict."""
+    data = read_mapping_file(path)
     check_keys(data, f"config file {str(path)!r}")
     return data
 
