@@ -43,18 +43,20 @@ class Group:
     """Processes started together; ``with Group(...) as g: results = g.wait(timeout_s)``."""
 
     def __init__(self, commands: Sequence[Sequence[str]], envs: Sequence[dict[str, str]],
-                 logs: Path, cwd: Path | None = None) -> None:
+                 logs: Path, cwd: Path | Sequence[Path] | None = None) -> None:
+        """``cwd``: one working directory for all, or one per process."""
         logs.mkdir(parents=True, exist_ok=True)
+        cwds = cwd if isinstance(cwd, list | tuple) else [cwd] * len(commands)
         self._files = [(logs / f"{i}.out", logs / f"{i}.err") for i in range(len(commands))]
         self._procs = []
-        for command, env, (out, err) in zip(commands, envs, self._files, strict=True):
+        for command, env, where, (out, err) in zip(commands, envs, cwds, self._files, strict=True):
             with open(out, "w") as o, open(err, "w") as e:
-                self._procs.append(subprocess.Popen(list(command), env=env, cwd=cwd, stdout=o,
+                self._procs.append(subprocess.Popen(list(command), env=env, cwd=where, stdout=o,
                                                     stderr=e, text=True))
 
-    def wait(self, timeout_s: float) -> list[Finished]:
+    def wait(self, timeout_s: float, settle_s: float = 0.0) -> list[Finished]:
         """Waits until every process exits or ``timeout_s`` passes (then kills the rest: their
-        exit code is None)."""
+        exit code is None), then ``settle_s`` more for what their children still write."""
         deadline = time.monotonic() + timeout_s
         codes = []
         for proc in self._procs:
@@ -63,8 +65,29 @@ class Group:
             except subprocess.TimeoutExpired:
                 codes.append(None)
         self.kill()
+        time.sleep(settle_s)
         return [Finished(code, out.read_text(), err.read_text())
                 for code, (out, err) in zip(codes, self._files, strict=True)]
+
+    def stdout(self, i: int) -> str:
+        """What process ``i`` printed so far."""
+        return self._files[i][0].read_text()
+
+    def wait_for_output(self, i: int, text: str, timeout_s: float) -> bool:
+        """Waits until process ``i`` printed ``text``; False after ``timeout_s`` or if it exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.stdout(i):
+                return True
+            if self._procs[i].poll() is not None:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def kill_process(self, i: int) -> None:
+        """SIGKILL to process ``i`` (a process that dies without a word)."""
+        self._procs[i].kill()
+        self._procs[i].wait()
 
     def kill(self) -> None:
         for proc in self._procs:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -29,6 +28,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+
+from purejaxppo.app import distributed
 
 PROG = "purejaxppo"
 EXIT_USAGE = 2
@@ -128,6 +129,7 @@ def train_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it is also off when stdout is not a terminal)")
     _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig)
+    distributed.add_flags(parser)
     return parser
 
 
@@ -150,6 +152,7 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gif", metavar="PATH",
                         help="also render one episode of the first seed's policy to PATH with "
                              "gymnax's Visualizer")
+    distributed.add_flags(parser)
     return parser
 
 
@@ -159,18 +162,22 @@ def _usage() -> str:
             f"'{PROG} train --help' and '{PROG} eval --help' list the options.")
 
 
-def _setup_jax() -> None:
-    import jax
+def _setup_jax(layout: distributed.Layout) -> None:
+    """Compilation cache, this process's devices, and the other processes if any.
 
-    from purejaxppo.parallel import use_cpu_cores
+    Without process flags: one CPU device per core (``--local-devices`` to choose), so that seeds
+    split over the cores (a no-op for GPUs); skipped when JAX already runs (main() called from a
+    program that used JAX) or XLA_FLAGS chose. With them: :func:`distributed.initialize`.
+    """
+    import jax
 
     # Reuse compiled programs across runs (a program with a progress callback is not cached).
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         jax.config.update("jax_compilation_cache_dir", str(DEFAULT_CACHE))
-    # One CPU device per core, so that seeds split over the cores (a no-op for GPUs). Skipped
-    # when JAX already runs (main() called from a program that used JAX) or XLA_FLAGS chose.
-    with contextlib.suppress(RuntimeError):
-        use_cpu_cores()
+    try:
+        distributed.initialize(layout)
+    except RuntimeError as e:  # use_cpu_cores: JAX already runs with other devices
+        raise UsageError(str(e).splitlines()[0]) from None
 
 
 def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
@@ -201,12 +208,19 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
 
 def cmd_train(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo train``: validates everything, then returns the training itself."""
+    import jax
+
     from purejaxppo.app import checkpoint, experiment
     from purejaxppo.app.presets import SETTINGS_KEYS, read_settings_file, resolve
+    from purejaxppo.parallel import seed_sharding
     from purejaxppo.train import make_agent
 
     ns = train_parser().parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if k in SETTINGS_KEYS}
+    several = jax.process_count() > 1
+    if several and ns.resume is None and ns.out is None:
+        raise UsageError("with several processes give --out DIR, the same on every process (process "
+                         "0 writes there; the others read it to resume)")
     begin = None
     if ns.resume is not None:
         extra = [k for k in given if k != "checkpoint_every"]
@@ -222,9 +236,10 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
             options = dataclasses.replace(options, checkpoint_every=given["checkpoint_every"])
         make_agent(config)
         begin = experiment.start(config, options, run_dir, resume=True)
-        print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} "
-              f"(update {int(begin.state.updates_done[0])} of {config.num_updates})", flush=True)
-        for leftover in checkpoint.incomplete_writes(run_dir):
+        if distributed.is_writer():
+            print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} (update "
+                  f"{int(begin.history['env_steps'].shape[1])} of {config.num_updates})", flush=True)
+        for leftover in checkpoint.incomplete_writes(run_dir) if distributed.is_writer() else []:
             print(f"Ignoring {leftover.relative_to(run_dir)}: an incomplete checkpoint write of "
                   "an interrupted run (removed)", flush=True)
             leftover.unlink()
@@ -233,14 +248,22 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         config, options, preset = resolve(given, file_settings)
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
         run_dir, replace = _out_dir(ns.out, config.env, ns.overwrite)
+    seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
 
     def execute() -> int:
-        if ns.resume is None:
+        writer = distributed.is_writer()
+        if ns.resume is None and writer:
             if replace:
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             experiment.write_config(run_dir, config, options, preset)
-        progress = sys.stdout if not ns.no_progress and sys.stdout.isatty() else None
+        # Several processes: no bar (a callback in one process's program only would break the
+        # programs' agreement); process 0 alone prints and writes.
+        tty = not ns.no_progress and sys.stdout.isatty() and not several
+        progress = sys.stdout if tty else None
+        if not writer:
+            outcome = experiment.train(config, options, begin, run_dir, None)
+            return 1 if experiment.first_nonfinite(outcome.state, options) else 0
         seeds = f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''}"
         verb = "Resuming" if ns.resume else "Training"
         algo = "TRPO" if config.update_rule == "trpo" else "PPO"
@@ -275,6 +298,7 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
 
     from purejaxppo.app import evaluate
     from purejaxppo.app.experiment import read_run_settings
+    from purejaxppo.parallel import seed_sharding
     from purejaxppo.train import make_agent
 
     ns = eval_parser().parse_args(argv)
@@ -285,6 +309,7 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
                              "integer")
     config, options, _ = read_run_settings(ns.run_dir)
     make_agent(config)
+    seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
     if ns.gif is not None:
         problem = evaluate.gif_requirements(config.env)
         if problem:
@@ -296,6 +321,8 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
     def execute() -> int:
         result = evaluate.evaluate_loaded(loaded, ns.episodes, ns.deterministic, ns.seed,
                                           ns.max_steps)
+        if not distributed.is_writer():
+            return 0
         returns = result.returns
         mode = "deterministic" if ns.deterministic else "stochastic"
         seeds = returns.shape[0]
@@ -341,21 +368,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     else:
         command, args = cmd_train, argv
-    _setup_jax()
     # Warnings raised while checking the input (e.g. total_timesteps not a multiple of the batch)
     # are shown only if the input is valid, so that an error stays the only line on stderr.
+    layout = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            if not any(a in ("-h", "--help") for a in args):
+                layout = distributed.parse(args)
+                _setup_jax(layout)
             execute = command(args)
         # ValueError covers PPOConfig's and make_env's checks (one line each) and the subclasses
-        # SettingsError and CheckpointError.
+        # SettingsError, CheckpointError and distributed.SetupError.
         except (UsageError, ValueError) as e:
             lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
+            if layout is not None and distributed.several(layout):
+                distributed.leave(EXIT_USAGE)  # the others never reach JAX's exit barrier
             return EXIT_USAGE
+    if layout is not None and distributed.several(layout):
+        distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything
     for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        if distributed.is_writer():
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     return execute()
 
 

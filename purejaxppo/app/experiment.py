@@ -28,7 +28,7 @@ from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, spl
 from purejaxppo.app.progress import ProgressBar, report_every
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
-from purejaxppo.parallel import compiler_options, seed_sharding
+from purejaxppo.parallel import compiler_options, gather_runs, put_runs, seed_sharding
 from purejaxppo.train import TrainState, make_init, make_update
 
 Array = jax.Array
@@ -119,9 +119,15 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
             seed_keys(options), config.hyperparams())
     sharding = seed_sharding(options.num_seeds)
     if sharding is not None:
-        state = jax.device_put(state, sharding)
+        state = put_runs(state, sharding)
     jax.block_until_ready(state)
     return Start(state, history, time.perf_counter() - t0)
+
+
+def updates_done(begin: Start) -> int:
+    """Updates done before ``begin`` (read from its metrics: with several processes the state's
+    counters are not all on this host)."""
+    return next(iter(begin.history.values())).shape[1] if begin.history else 0
 
 
 class Outcome(NamedTuple):
@@ -155,7 +161,8 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     t0 = time.perf_counter()
     hparams = config.hyperparams()
     state, history = begin.state, dict(begin.history)
-    done = first = int(state.updates_done[0])
+    done = first = updates_done(begin)
+    writer = jax.process_index() == 0
     lengths = chunk_lengths(done, config.num_updates, options.checkpoint_every)
 
     bar = None
@@ -173,18 +180,27 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     try:
         for n in lengths:
             state, metrics = compiled[n](state, hparams)
-            chunk = {k: np.asarray(v).T for k, v in jax.device_get(metrics).items()}
+            chunk = {k: np.asarray(v).T for k, v in jax.device_get(gather_runs(metrics)).items()}
             history = {k: np.concatenate([history[k], v], axis=1) if k in history else v
                        for k, v in chunk.items()}
             done += n
             if run_dir is not None and options.checkpoint_every and done < config.num_updates:
-                checkpoint.save(run_dir, state, history, done)
+                save(run_dir, state, history, done, writer)
         if run_dir is not None and lengths:
-            checkpoint.save(run_dir, state, history, done)
+            save(run_dir, state, history, done, writer)
     finally:
         if bar is not None:
             bar.close()
-    return Outcome(state, history, compile_s, time.perf_counter() - t1, first)
+    return Outcome(gather_runs(state), history, compile_s, time.perf_counter() - t1, first)
+
+
+def save(run_dir: str | Path, state: TrainState, history: dict[str, np.ndarray], done: int,
+         writer: bool) -> None:
+    """A checkpoint of every seed: gathered from every process (all must call this), written by
+    the ``writer`` alone."""
+    state = gather_runs(state)
+    if writer:
+        checkpoint.save(run_dir, state, history, done)
 
 
 def read_run_settings(run_dir: str | Path) -> tuple[PPOConfig, RunOptions, str | None]:
@@ -227,7 +243,9 @@ def device_description(num_seeds: int = 1) -> str:
     devices = jax.devices()
     sharding = seed_sharding(num_seeds)
     split = f", seeds split over {sharding.mesh.size}" if sharding is not None else ""
-    return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind}{split})"
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind}{processes}"
+            f"{split})")
 
 
 def first_nonfinite(state: TrainState, options: RunOptions) -> dict[str, int] | None:
