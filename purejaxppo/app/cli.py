@@ -238,7 +238,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         begin = experiment.start(config, options, run_dir, resume=True)
         if distributed.is_writer():
             print(f"Resuming from {checkpoint.latest(run_dir).relative_to(run_dir)} (update "
-                  f"{int(begin.history['env_steps'].shape[1])} of {config.num_updates})", flush=True)
+                  f"{experiment.updates_done(begin)} of {config.num_updates})", flush=True)
         for leftover in checkpoint.incomplete_writes(run_dir) if distributed.is_writer() else []:
             print(f"Ignoring {leftover.relative_to(run_dir)}: an incomplete checkpoint write of "
                   "an interrupted run (removed)", flush=True)

@@ -286,17 +286,25 @@ def _watch(check: Callable[[], object]) -> None:
 
 
 _finished = threading.Event()
+_done: Callable[[], None] = lambda: None  # noqa: E731  (set by _start_heartbeat)
+DONE = "done"
+"""A process's counter once it finished: the others stop watching it."""
 
 
 def finish() -> None:
-    """Stops the heartbeat watchdog: this process is done (its peers may leave first)."""
-    _finished.set()
+    """This process is done: it stops watching the others and tells them not to watch it (it
+    may leave first, or wait at JAX's exit barrier while process 0 still writes)."""
+    if not _finished.is_set():
+        _finished.set()
+        _done()
 
 
 def _start_heartbeat(timeout_s: int) -> None:
     """Every :data:`BEAT_S` seconds: bump this process's counter in the coordinator's key-value
     store and read the others'; one unchanged for ``timeout_s`` seconds ends this process with
-    one line naming it. The coordinator (process 0) unreachable ends it too."""
+    one line naming it (unless it said :data:`DONE`). The coordinator (process 0) unreachable
+    ends it too."""
+    global _done
     import atexit
 
     import jax
@@ -304,6 +312,14 @@ def _start_heartbeat(timeout_s: int) -> None:
 
     client = distributed.global_state.client
     me, count = jax.process_index(), jax.process_count()
+    key = f"purejaxppo/alive/{me}"
+    writing = threading.Lock()  # DONE is the last value written, whichever thread gets there
+
+    def done() -> None:
+        with writing, contextlib.suppress(Exception):
+            client.key_value_set(key, DONE, allow_overwrite=True)
+
+    _done = done
     atexit.register(finish)  # runs before JAX's own exit handler (registered earlier)
 
     def beat() -> None:
@@ -312,7 +328,10 @@ def _start_heartbeat(timeout_s: int) -> None:
         while not _finished.wait(BEAT_S):
             n += 1
             try:
-                client.key_value_set(f"purejaxppo/alive/{me}", str(n), allow_overwrite=True)
+                with writing:
+                    if _finished.is_set():
+                        return
+                    client.key_value_set(key, str(n), allow_overwrite=True)
                 values = {i: _try_get(client, f"purejaxppo/alive/{i}") for i in seen}
             except Exception:
                 if _finished.is_set():
@@ -322,7 +341,7 @@ def _start_heartbeat(timeout_s: int) -> None:
                 return
             now = time.monotonic()
             for i, value in values.items():
-                if value != seen[i][0]:
+                if value != seen[i][0] or value == DONE:
                     seen[i] = (value, now)
                 elif now - seen[i][1] > timeout_s and not _finished.is_set():
                     fail(f"process {me}: process {i} gave no sign of life for {timeout_s} s (it "
