@@ -123,15 +123,70 @@ def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
 def seed_sharding(num_runs: int) -> NamedSharding | None:
     """How to split a leading axis of ``num_runs`` independent runs over the devices.
 
-    Uses the largest number of this process's devices that divides ``num_runs`` (a mesh named
-    ``"seed"``); None when that is one device. ``jax.jit`` partitions a ``vmap`` over the runs
-    along that axis by itself: each device computes its runs, with no communication except for
-    values reduced over runs (a progress bar's mean return).
+    One process: the largest number of this process's devices that divides ``num_runs`` (a mesh
+    named ``"seed"``); None when that is one device. Several processes
+    (``jax.distributed.initialize()``): every device of every process, which all take part in
+    each program. ``jax.jit`` partitions a ``vmap`` over the runs along that axis by itself: each
+    device computes its runs, with no communication except for values reduced over runs (a
+    progress bar's mean return). Put host values on it with :func:`put_runs`.
+
+    Raises:
+        ValueError: several processes and ``num_runs`` does not divide by ``jax.device_count()``.
     """
+    if jax.process_count() > 1:
+        if num_runs % jax.device_count():
+            raise ValueError(f"{num_runs} runs do not split evenly over the {jax.device_count()} "
+                             f"devices of {jax.process_count()} processes; use a multiple of "
+                             f"{jax.device_count()}")
+        return NamedSharding(Mesh(np.asarray(jax.devices()), ("seed",)), PartitionSpec("seed"))
     devices = dividing_devices(num_runs, jax.local_devices())
     if len(devices) == 1:
         return None
     return NamedSharding(Mesh(np.asarray(devices), ("seed",)), PartitionSpec("seed"))
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def put_runs(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` (leading run axis on every leaf, the same value on every process) on ``sharding``.
+
+    One process: ``jax.device_put``. Several: each process builds its own devices' slices of the
+    global array (``jax.make_array_from_callback``) from its copy, so nothing is sent between
+    processes; typed PRNG keys travel as their key data.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf: Any) -> Array:
+        if _is_key(leaf):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def gather_runs(tree: Any) -> Any:
+    """``tree`` with every leaf that spans several processes gathered whole onto this host.
+
+    A collective: every process must call it. Leaves held whole by this process, and everything
+    in a one-process run, are returned as they are; gathered leaves are numpy arrays (keys:
+    key arrays on this process's default device). The inverse of :func:`put_runs`.
+    """
+    from jax.experimental import multihost_utils
+
+    def gather(leaf: Any) -> Any:
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return leaf
+        if _is_key(leaf):
+            data = gather(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(gather, tree)
 
 
 def dividing_devices(num_runs: int, devices: list) -> list:

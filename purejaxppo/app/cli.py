@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import difflib
 import inspect
@@ -30,6 +29,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+
+from purejaxppo.app import distributed
 
 PROG = "purejaxppo"
 EXIT_USAGE = 2
@@ -163,6 +164,7 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it is also off when stdout is not a terminal)")
     _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig, preset_values)
+    distributed.add_flags(parser)
     return parser
 
 
@@ -211,6 +213,7 @@ def search_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace the --out directory if it holds a previous run")
     _add_dataclass_flags(parser.add_argument_group("PPO settings"), PPOConfig)
+    distributed.add_flags(parser)
     return parser
 
 
@@ -239,6 +242,7 @@ def eval_parser() -> argparse.ArgumentParser:
                         help="evaluate only the run's I-th seed (0 is its first; default: all)")
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object instead of text")
+    distributed.add_flags(parser)
     return parser
 
 
@@ -256,18 +260,32 @@ def _usage() -> str:
             "options.")
 
 
-def _setup_jax() -> None:
-    import jax
+_LAYOUT = distributed.Layout(coordinator=None, num_processes=None, process_id=None,
+                             local_devices=None, cluster=False, join_timeout=120,
+                             heartbeat_timeout=60)
+"""The process flags of the command being run (set by :func:`main`)."""
 
-    from purejaxppo.parallel import use_cpu_cores
+
+def _jax_started() -> bool:
+    return "jax" in sys.modules
+
+
+def _setup_jax(layout: distributed.Layout) -> None:
+    """Compilation cache, this process's devices, and the other processes if any.
+
+    Without process flags: one CPU device per core (``--local-devices`` to choose), so that seeds
+    split over the cores (a no-op for GPUs); skipped when JAX already runs (main() called from a
+    program that used JAX) or XLA_FLAGS chose. With them: :func:`distributed.initialize`.
+    """
+    import jax
 
     # Reuse compiled programs across runs (a program with a progress callback is not cached).
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         jax.config.update("jax_compilation_cache_dir", str(DEFAULT_CACHE))
-    # One CPU device per core, so that seeds split over the cores (a no-op for GPUs). Skipped
-    # when JAX already runs (main() called from a program that used JAX) or XLA_FLAGS chose.
-    with contextlib.suppress(RuntimeError):
-        use_cpu_cores()
+    try:
+        distributed.initialize(layout)
+    except RuntimeError as e:  # use_cpu_cores: JAX already runs with other devices
+        raise UsageError(str(e).splitlines()[0]) from None
 
 
 def _default_out(env: str) -> Path:
@@ -331,12 +349,19 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     from purejaxppo.app import loggers as loggers_lib
 
     loggers_lib.check_available(given.get("tensorboard", False), given.get("wandb", False))
-    _setup_jax()
+    _setup_jax(_LAYOUT)
+    import jax
+
     from purejaxppo.app import checkpoint, experiment, rundir
     from purejaxppo.app.presets import settings_dict
+    from purejaxppo.parallel import seed_sharding
     from purejaxppo.train import make_agent
 
-    begin = None
+    several = jax.process_count() > 1
+    writer = distributed.is_writer()
+    if several and ns.resume is None and ns.out is None:
+        raise UsageError("with several processes give --out DIR, the same on every process "
+                         "(process 0 writes there; the others read it to resume)")
     if ns.resume is not None:
         run_dir = Path(ns.resume)
         config, options, preset = experiment.read_run_settings(run_dir)
@@ -346,46 +371,60 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         make_agent(config)
         done = checkpoint.restored_update(run_dir)
         if done >= config.num_updates:
-            print(f"{run_dir} has finished all {config.num_updates:,} updates; nothing to "
-                  "resume (its outputs are left as they are)")
+            if writer:
+                print(f"{run_dir} has finished all {config.num_updates:,} updates; nothing to "
+                      "resume (its outputs are left as they are)")
             return lambda: 0
         experiment.check_memory(config, options.num_seeds)
-        held = rundir.hold(run_dir)
+        held = rundir.hold(run_dir) if writer else None
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
         experiment.check_memory(config, options.num_seeds)
-        run_dir, replace = _out_dir(ns.out, config.env, ns.overwrite)
-        held = rundir.claim(run_dir, replace)
+        # Process 0 checks and claims the output directory; the others only name it.
+        run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite) if writer
+                            else (Path(ns.out), False))
+        held = rundir.claim(run_dir, replace) if writer else None
+    seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
 
     def execute() -> int:
         try:
-            return _train(held)
+            return _train()
         finally:
-            rundir.release(held)
+            if held is not None:
+                rundir.release(held)
 
-    def _train(held: rundir.Claim) -> int:
-        nonlocal begin
-        work = held.work
+    def _train() -> int:
+        # Process 0 writes (into its claimed directory); the others read a resumed run's
+        # checkpoint from the same path and take part in every gather.
+        work = held.work if held is not None else run_dir
+        final = held.final if held is not None else run_dir
+        begin = None
         if ns.resume is None:
-            experiment.write_config(work, config, options, preset)
+            if writer:
+                experiment.write_config(work, config, options, preset)
         else:
             begin = experiment.start(config, options, work, resume=True)
-            print(f"Resuming from {checkpoint.latest(work).relative_to(work)} "
-                  f"(update {int(begin.state.updates_done[0])} of {config.num_updates})",
-                  flush=True)
-            for leftover in checkpoint.incomplete_writes(work):
-                print(f"Ignoring {leftover.relative_to(work)}: an incomplete checkpoint write "
-                      "of an interrupted run (removed)", flush=True)
-                leftover.unlink()
-        progress = sys.stdout if not ns.no_progress and sys.stdout.isatty() else None
+            if writer:
+                print(f"Resuming from {checkpoint.latest(work).relative_to(work)} (update "
+                      f"{experiment.updates_done(begin)} of {config.num_updates})", flush=True)
+                for leftover in checkpoint.incomplete_writes(work):
+                    print(f"Ignoring {leftover.relative_to(work)}: an incomplete checkpoint "
+                          "write of an interrupted run (removed)", flush=True)
+                    leftover.unlink()
+        # Several processes: process 0 alone prints and writes.
+        tty = not ns.no_progress and sys.stdout.isatty() and writer
+        progress = sys.stdout if tty else None
+        if not writer:
+            outcome = experiment.train(config, options, begin, work, None)
+            return 1 if experiment.first_nonfinite(outcome.state, options) else 0
         seeds = f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''}"
         verb = "Resuming" if ns.resume else "Training"
         print(f"{verb} {_algorithm(config)} on {config.env} "
               f"({f'preset {preset}' if preset else 'no preset'}), {seeds} x "
               f"{config.num_updates:,} updates of {config.batch_size:,} steps -> "
-              f"{held.final}/", flush=True)
+              f"{final}/", flush=True)
         loggers = loggers_lib.open_loggers(work, experiment.seed_list(options),
                                            settings_dict(config, options, preset),
                                            options.tensorboard, options.wandb)
@@ -395,7 +434,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
             if stop.saved:
                 rundir.commit(held)
                 print(f"{PROG}: interrupted after {stop.done:,} of {config.num_updates:,} "
-                      f"updates, saved; continue with: {PROG} train --resume {held.final}",
+                      f"updates, saved; continue with: {PROG} train --resume {final}",
                       file=sys.stderr)
             else:
                 if ns.resume is None:
@@ -408,7 +447,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
                 logger.close()
         summary = experiment.write_outputs(work, config, options, preset, outcome)
         rundir.commit(held)
-        print(experiment.summary_table(summary, held.final))
+        print(experiment.summary_table(summary, final))
         bad = summary["first_nonfinite_update"]
         if bad:
             seed, update = min(bad.items(), key=lambda kv: kv[1])
@@ -431,7 +470,7 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
 
     ns = search_parser().parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if k in SETTINGS_KEYS}
-    _setup_jax()
+    _setup_jax(_LAYOUT)
     from purejaxppo.app import experiment, rundir
 
     file_settings = read_settings_file(ns.config_file) if ns.config_file else None
@@ -467,10 +506,18 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
                                          population=ns.population, **pbt_args)
     runs_at_once = ns.population * (options.num_seeds if ns.method == "random" else 1)
     experiment.check_memory(config, runs_at_once)
-    run_dir, replace = _out_dir(ns.out, config.env, ns.overwrite)
-    held = rundir.claim(run_dir, replace)
+    if distributed.several(_LAYOUT) and ns.out is None:
+        raise UsageError("with several processes give --out DIR, the same on every process "
+                         "(process 0 writes there)")
+    writer = distributed.is_writer()
+    run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite) if writer
+                        else (Path(ns.out or "."), False))
+    held = rundir.claim(run_dir, replace) if writer else None
 
     def execute() -> int:
+        if held is None:  # another process than 0: take part in the program, write nothing
+            app_search.run(config, options, settings)
+            return 0
         try:
             code = _search(held.work)
             if code == 0:
@@ -515,11 +562,12 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
         raise UsageError(f"--seed {ns.seed} is invalid: must be in 0 .. 4294967295")
     if ns.gif is not None and Path(ns.gif).suffix.lower() != ".gif":
         raise UsageError(f"--gif {ns.gif!r} must name a .gif file (e.g. {Path(ns.gif).stem}.gif)")
-    _setup_jax()
+    _setup_jax(_LAYOUT)
     import jax
 
     from purejaxppo.app import evaluate, experiment
     from purejaxppo.app.experiment import read_run_settings
+    from purejaxppo.parallel import seed_sharding
     from purejaxppo.train import make_agent
 
     config, options, _ = read_run_settings(ns.run_dir)
@@ -528,6 +576,7 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
         raise UsageError(f"--seed-index {ns.seed_index} is out of range: the run has "
                          f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''} "
                          f"(0 .. {options.num_seeds - 1})")
+    seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
     if ns.gif is not None:
         problem = evaluate.gif_requirements(config.env)
         if problem:
@@ -549,6 +598,8 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
     def execute() -> int:
         result = evaluate.evaluate_loaded(loaded, ns.episodes, ns.deterministic, ns.seed,
                                           ns.max_steps)
+        if not distributed.is_writer():
+            return 0
         returns = result.returns
         mode = "deterministic" if ns.deterministic else "stochastic"
         seeds = returns.shape[0]
@@ -613,18 +664,27 @@ def main(argv: list[str] | None = None) -> int:
         command, args = cmd_train, argv
     # Warnings raised while checking the input (e.g. total_timesteps not a multiple of the batch)
     # are shown only if the input is valid, so that an error stays the only line on stderr.
+    global _LAYOUT
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            # The process flags (no JAX yet); each command parses its own arguments, then
+            # calls _setup_jax(_LAYOUT) before anything runs on a device.
+            _LAYOUT = distributed.parse(args)
             execute = command(args)
         # ValueError covers PPOConfig's and envs.make's checks (one line each) and the
-        # subclasses SettingsError, CheckpointError and RunDirError.
+        # subclasses SettingsError, CheckpointError, RunDirError and distributed.SetupError.
         except (UsageError, ValueError) as e:
             lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
+            if distributed.several(_LAYOUT) and _jax_started():
+                distributed.leave(EXIT_USAGE)  # the others never reach JAX's exit barrier
             return EXIT_USAGE
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        print(f"{PROG}: warning: {message}", file=sys.stderr)
+    if distributed.several(_LAYOUT):
+        distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything
+    if distributed.is_writer():
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            print(f"{PROG}: warning: {message}", file=sys.stderr)
     try:
         return execute()
     except (OSError, MemoryError) as e:  # the disk filled up, a file vanished, memory ran out

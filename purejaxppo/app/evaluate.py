@@ -22,6 +22,7 @@ from purejaxppo.app.experiment import read_run_settings, state_shapes
 from purejaxppo.config import PPOConfig
 from purejaxppo.envs.gymnax import GymnaxAdapter
 from purejaxppo.evaluation import episode_limit
+from purejaxppo.parallel import gather_runs, put_runs, seed_sharding
 from purejaxppo.train import make_agent
 
 Array = jax.Array
@@ -73,13 +74,20 @@ class Evaluation(NamedTuple):
 
 def evaluate_loaded(loaded: Loaded, episodes: int = 100, deterministic: bool = False,
                     seed: int = 0, max_steps: int | None = None) -> Evaluation:
-    """Evaluates the policy of every seed of ``load(run_dir, seed=None)`` in one jitted call."""
+    """Evaluates the policy of every seed of ``load(run_dir, seed=None)`` in one jitted call.
+
+    With several processes (``jax.distributed``) every process calls it with the same run: the
+    seeds are split over every process's devices and the results gathered on each.
+    """
     evaluate = make_evaluate(loaded.config, episodes, deterministic, max_steps)
     num_seeds = jax.tree.leaves(loaded.params)[0].shape[0]
     keys = jax.random.split(jax.random.key(seed), num_seeds)
     obs_axis = None if loaded.obs_stats is None else 0
-    ret, length, done = jax.jit(jax.vmap(evaluate, in_axes=(0, obs_axis, 0)))(
-        loaded.params, loaded.obs_stats, keys)
+    inputs = (loaded.params, loaded.obs_stats, keys)
+    if jax.process_count() > 1:
+        inputs = put_runs(inputs, seed_sharding(num_seeds))
+    out = jax.jit(jax.vmap(evaluate, in_axes=(0, obs_axis, 0)))(*inputs)
+    ret, length, done = gather_runs(out)
     return Evaluation(np.asarray(ret), np.asarray(length), np.asarray(done))
 
 

@@ -28,7 +28,7 @@ from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, spl
 from purejaxppo.app.progress import ProgressBar
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
-from purejaxppo.parallel import compiler_options, seed_sharding
+from purejaxppo.parallel import compiler_options, gather_runs, put_runs, seed_sharding
 from purejaxppo.train import TrainState, make_init, make_update, memory_estimate
 
 Array = jax.Array
@@ -129,9 +129,15 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
             seed_keys(options), config.hyperparams())
     sharding = seed_sharding(options.num_seeds)
     if sharding is not None:
-        state = jax.device_put(state, sharding)
+        state = put_runs(state, sharding)
     jax.block_until_ready(state)
     return Start(state, history, time.perf_counter() - t0)
+
+
+def updates_done(begin: Start) -> int:
+    """Updates done before ``begin`` (read from its metrics: with several processes the state's
+    counters are not all on this host)."""
+    return next(iter(begin.history.values())).shape[1] if begin.history else 0
 
 
 class Outcome(NamedTuple):
@@ -237,7 +243,9 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     t0 = time.perf_counter()
     hparams = config.hyperparams()
     state, history = begin.state, dict(begin.history)
-    done = first = int(state.updates_done[0])
+    done = first = updates_done(begin)
+    writer = jax.process_index() == 0
+    several = jax.process_count() > 1
     total, every = config.num_updates, options.checkpoint_every
     capacity = max(1, min(MAX_CHUNK, total - done))
     run = jax.jit(make_seeds_run(config, capacity), compiler_options=compiler_options())
@@ -247,7 +255,7 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
 
     seeds = seed_list(options)
     csv_path = None if run_dir is None else Path(run_dir) / outputs.METRICS_FILE
-    if csv_path is not None and history:
+    if csv_path is not None and history and writer:
         outputs.atomic_write(csv_path, outputs.metrics_csv(history, seeds))
     bar = None
     if progress is not None and done < total:
@@ -259,13 +267,16 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
         if bar is not None:
             bar.start()
         while done < total:
-            n = next_chunk(done, total, every, per_update)
+            # Several processes must run chunks of the same lengths (their programs exchange
+            # data): a fixed twentieth of the run instead of a measured second.
+            pace = CHUNK_SECONDS * 20 / total if several else per_update
+            n = next_chunk(done, total, every, pace)
             t_chunk = time.perf_counter()
             new_state, rows = run(state, hparams, jnp.int32(n))
-            chunk = {k: np.asarray(v)[:n].T for k, v in jax.device_get(rows).items()}
+            chunk = {k: np.asarray(v)[:n].T for k, v in jax.device_get(gather_runs(rows)).items()}
             state, done = new_state, done + n  # only a finished chunk moves the run on
             per_update = (time.perf_counter() - t_chunk) / n
-            if csv_path is not None:
+            if csv_path is not None and writer:
                 outputs.append_metrics_csv(csv_path, chunk, seeds, first_update=done - n,
                                            header=not history)
             history = {k: np.concatenate([history[k], v], axis=1) if k in history else v
@@ -276,20 +287,31 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
                 last = chunk["episode_return"][:, -1]
                 bar(done, float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"))
             if run_dir is not None and every and done % every == 0 and done < total:
-                checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+                save(run_dir, state, history, done, writer, options.keep_checkpoints)
                 saved_at = done
         if run_dir is not None and done > first:
-            checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+            save(run_dir, state, history, done, writer, options.keep_checkpoints)
     except KeyboardInterrupt:
+        if several:  # the other processes cannot join a gather from here
+            raise
         saved = False
         if run_dir is not None and done > max(saved_at, 0):
-            checkpoint.save(run_dir, state, history, done, keep=options.keep_checkpoints)
+            save(run_dir, state, history, done, writer, options.keep_checkpoints)
             saved = True
         raise Interrupted(done, saved or saved_at > 0) from None
     finally:
         if bar is not None:
             bar.close()
-    return Outcome(state, history, compile_s, time.perf_counter() - t1, first)
+    return Outcome(gather_runs(state), history, compile_s, time.perf_counter() - t1, first)
+
+
+def save(run_dir: str | Path, state: TrainState, history: dict[str, np.ndarray], done: int,
+         writer: bool, keep: int = 0) -> None:
+    """A checkpoint of every seed: gathered from every process (all must call this), written by
+    the ``writer`` alone, keeping its newest ``keep`` (0: all)."""
+    state = gather_runs(state)
+    if writer:
+        checkpoint.save(run_dir, state, history, done, keep=keep)
 
 
 def seed_list(options: RunOptions) -> list[int]:
@@ -337,7 +359,9 @@ def device_description(num_seeds: int = 1) -> str:
     devices = jax.devices()
     sharding = seed_sharding(num_seeds)
     split = f", seeds split over {sharding.mesh.size}" if sharding is not None else ""
-    return f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind}{split})"
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (f"{jax.default_backend()} ({len(devices)} x {devices[0].device_kind}{processes}"
+            f"{split})")
 
 
 def first_nonfinite(state: TrainState, options: RunOptions) -> dict[str, int] | None:
