@@ -7,6 +7,7 @@ Public API::
     from purejaxppo import envs, networks                    # your own environments and networks
     from purejaxppo import gradient_agreement                # do the losses' gradients agree?
     from purejaxppo import policy, load                      # act with a trained policy
+    from purejaxppo import initial_carry                     # a recurrent policy's start
 
 The library never imports the command-line application (:mod:`purejaxppo.app`); ``load``, which
 reads a run directory the application wrote, is imported from there on first use.
@@ -15,7 +16,7 @@ reads a run directory the application wrote, is imported from there on first use
 from typing import Any
 
 from purejaxppo import envs, losses, metrics, networks
-from purejaxppo.acting import policy
+from purejaxppo.acting import initial_carry, policy
 from purejaxppo.analysis import GradientAgreement, gradient_agreement
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.losses import POLICY_LOSSES, get_policy_loss
@@ -50,6 +51,7 @@ __all__ = [
     "envs",
     "get_policy_loss",
     "gradient_agreement",
+    "initial_carry",
     "load",
     "losses",
     "make_init",

@@ -3,6 +3,11 @@
     act = purejaxppo.policy(config)
     action = act(params, obs, key)                      # a sample of pi(. | obs)
     action = act(params, obs, deterministic=True)       # the most likely action / the mean
+
+A recurrent policy (``network="gru"`` or ``"lstm"``) takes and returns its hidden state:
+
+    carry = purejaxppo.initial_carry(config)            # at the start of every episode
+    carry, action = act(params, carry, obs, key)
 """
 
 from __future__ import annotations
@@ -25,19 +30,21 @@ from purejaxppo.train import Agent, make_agent
 Array = jax.Array
 
 
-def make_act(agent: Agent) -> Callable[..., Array]:
-    """``act_flat(params, flat_obs [*batch, obs_size], key, deterministic, obs_stats)``: the
-    policy on observations already flattened by :mod:`purejaxppo.envs`."""
+def make_act(agent: Agent) -> Callable[..., tuple[Any, Array]]:
+    """``act_flat(params, carry, flat_obs [*batch, obs_size], key, deterministic, obs_stats) ->
+    (carry, action)``: the policy on observations already flattened by :mod:`purejaxppo.envs`.
+    ``carry`` is the recurrent hidden state (``()`` for feed-forward networks, returned as is)."""
     config, env = agent.config, agent.env
 
-    def act_flat(params: dict, x: Array, key: Array | None, deterministic: bool,
-                 obs_stats: norm.RunningStats | None) -> Array:
+    def act_flat(params: dict, carry: Any, x: Array, key: Array | None, deterministic: bool,
+                 obs_stats: norm.RunningStats | None) -> tuple[Any, Array]:
         if config.normalize_obs:
             if obs_stats is None:
                 raise ValueError("this policy was trained with normalize_obs: pass "
                                  "obs_stats=load(run_dir).obs_stats")
             x = norm.normalize(obs_stats, x)
-        dist = netlib.policy(agent.nets, params, x)
+        carry, dist = netlib.policy_step(agent.nets, params, carry, x,
+                                         jnp.zeros(x.shape[:-1], bool))
         if deterministic:
             action = dist.mode()
         elif key is None:
@@ -49,13 +56,23 @@ def make_act(agent: Agent) -> Callable[..., Array]:
         if isinstance(space, Box):
             action = jnp.clip(action, jnp.asarray(space.low, jnp.float32),
                               jnp.asarray(space.high, jnp.float32))
-        return action
+        return carry, action
 
     return act_flat
 
 
-def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[..., Array]:
-    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None) -> action``.
+def initial_carry(config: PPOConfig, batch_shape: tuple[int, ...] = (),
+                  networks: Networks | None = None) -> Any:
+    """The hidden state a recurrent policy starts every episode from, for a batch of
+    ``batch_shape`` observations (``()`` for feed-forward networks). ``networks``: as for
+    ``make_train``."""
+    return netlib.initial_carry(make_agent(config, networks).nets, tuple(batch_shape))
+
+
+def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[..., Any]:
+    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None) -> action``; for a
+    recurrent network ``act(params, carry, obs, key=None, ...) -> (carry, action)``, starting each
+    episode from :func:`initial_carry` (the carry holds the history of the episode).
 
     A pure function, jit- and vmap-friendly. ``obs`` is a raw observation of ``config.env`` or a
     batch of them (leading axes); the action has the same leading axes. Sampled actions need a
@@ -71,18 +88,25 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
     env = agent.env
     obs_shape = env.obs_shape
 
-    def act(params: dict, obs: Array, key: Array | None = None, *, deterministic: bool = False,
-            obs_stats: norm.RunningStats | None = None) -> Array:
+    def flat_obs(obs: Array) -> Array:
         obs = jnp.asarray(obs)
         if obs.shape[obs.ndim - len(obs_shape):] != obs_shape or obs.ndim < len(obs_shape):
             raise ValueError(f"observation of shape {obs.shape} does not end in {env.env_id}'s "
                              f"observation shape {obs_shape}; give one observation or a batch "
                              "of them")
         batch = obs.shape[:obs.ndim - len(obs_shape)]
-        x = jax.vmap(env.flatten)(obs.reshape(-1, *obs_shape)).reshape(*batch, env.obs_size)
-        return act_flat(params, x, key, deterministic, obs_stats)
+        return jax.vmap(env.flatten)(obs.reshape(-1, *obs_shape)).reshape(*batch, env.obs_size)
 
-    return act
+    def act(params: dict, obs: Array, key: Array | None = None, *, deterministic: bool = False,
+            obs_stats: norm.RunningStats | None = None) -> Array:
+        return act_flat(params, (), flat_obs(obs), key, deterministic, obs_stats)[1]
+
+    def act_recurrent(params: dict, carry: Any, obs: Array, key: Array | None = None, *,
+                      deterministic: bool = False, obs_stats: norm.RunningStats | None = None
+                      ) -> tuple[Any, Array]:
+        return act_flat(params, carry, flat_obs(obs), key, deterministic, obs_stats)
+
+    return act_recurrent if netlib.is_recurrent(agent.nets) else act
 
 
 def episode_limit(agent: Agent) -> int:
@@ -98,7 +122,8 @@ def make_evaluate(config: PPOConfig, episodes: int, deterministic: bool,
     """``evaluate(params, obs_stats, key) -> (returns, lengths, finished)``, each ``[episodes]``.
 
     One environment per episode, stepped together (vmap) in a ``lax.while_loop`` that stops when
-    every episode has ended or after ``max_steps`` steps (default: the env's time limit).
+    every episode has ended or after ``max_steps`` steps (default: the env's time limit). A
+    recurrent policy carries its hidden state across the episode from :func:`initial_carry`.
     """
     agent = make_agent(config, networks)
     act_flat = make_act(agent)
@@ -111,22 +136,24 @@ def make_evaluate(config: PPOConfig, episodes: int, deterministic: bool,
         obs, env_state = rollout_lib.reset_batch(env, jax.random.split(k_reset, episodes))
         zeros = jnp.zeros((episodes,))
         done = jnp.zeros((episodes,), bool)
+        carry0 = netlib.initial_carry(agent.nets, (episodes,))
 
         def running(carry):
             t, *_, done = carry
             return (t < limit) & ~jnp.all(done)
 
         def step(carry):
-            t, key, obs, env_state, ret, length, done = carry
+            t, key, net_carry, obs, env_state, ret, length, done = carry
             key, k_act, k_env = jax.random.split(key, 3)
-            action = act_flat(params, obs, k_act, deterministic, obs_stats)
+            net_carry, action = act_flat(params, net_carry, obs, k_act, deterministic, obs_stats)
             obs, env_state, reward, terminated, truncated, _ = step_env(
                 jax.random.split(k_env, episodes), env_state, action)
             ret = ret + jnp.where(done, 0.0, reward)
             length = length + (~done).astype(jnp.int32)
-            return t + 1, key, obs, env_state, ret, length, done | terminated | truncated
+            return (t + 1, key, net_carry, obs, env_state, ret, length,
+                    done | terminated | truncated)
 
-        carry = (0, key, obs, env_state, zeros, jnp.zeros((episodes,), jnp.int32), done)
+        carry = (0, key, carry0, obs, env_state, zeros, jnp.zeros((episodes,), jnp.int32), done)
         *_, ret, length, done = jax.lax.while_loop(running, step, carry)
         return ret, length, done
 
