@@ -130,9 +130,9 @@ def test_data_parallel_run_equals_the_single_device_run_and_stays_replicated():
     assert "OK" in out
 
 
-def test_recurrent_data_parallel_and_sharded_sweep_equal_one_device():
-    """A GRU's hidden states split with their environments over the devices; whole sequences are
-    shuffled across them. Both equal the one-device run."""
+def test_recurrent_data_parallel_run_equals_one_device():
+    """A GRU's hidden states split with their environments over the devices, and whole sequences
+    are shuffled across them: the run equals the one-device run."""
     out = run_script("""
         from purejaxppo import make_train
 
@@ -144,13 +144,6 @@ def test_recurrent_data_parallel_and_sharded_sweep_equal_one_device():
         assert_trees_close((result.params, result.metrics), (single.params, single.metrics),
                            rtol=2e-4, atol=2e-5)
         assert result.state.env_carry.recurrent.hidden["actor"].sharding.spec[0] == "data"
-
-        keys = jax.random.split(jax.random.key(7), 4)
-        sharded = sweep(config, seeds=keys)
-        assert len(sharded.result.metrics["episode_return"].sharding.device_set) == 4
-        one = sweep(config, seeds=keys, mesh=Mesh(np.asarray(jax.devices()[:1]), ("b",)))
-        assert_trees_close((sharded.result.params, sharded.result.metrics),
-                           (one.result.params, one.result.metrics))
         print("OK")
     """)
     assert "OK" in out
