@@ -80,6 +80,9 @@ def settings() -> list[Setting]:
         Setting("cartpole 1024 envs x 1 seed", cp, 1, {"num_envs": 1024}, 2_097_152, 524_288),
         Setting("breakout-minatar preset x 1 seed", "Breakout-MinAtar", 1, {}, 327_680, 65_536),
         Setting("pendulum preset x 1 seed", "Pendulum-v1", 1, {}, 204_800, 40_960),
+        # The recurrent policy against rows 0 and 1: the same config with network="gru".
+        Setting("cartpole gru 4 envs x 1 seed", cp, 1, {"network": "gru"}, 131_072, 32_768),
+        Setting("cartpole gru 4 envs x 16 seeds", cp, 16, {"network": "gru"}, 65_536, 16_384),
     ]
 
 

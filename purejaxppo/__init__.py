@@ -8,6 +8,7 @@ Public API::
     from purejaxppo import envs, networks                    # your own environments and networks
     from purejaxppo import gradient_agreement                # do the losses' gradients agree?
     from purejaxppo import policy, load                      # act with a trained policy
+    from purejaxppo import initial_carry                     # a recurrent policy's start
 
 Names are imported on first use (PEP 562), so ``import purejaxppo`` is instant and the command
 line answers ``--help`` without loading JAX. The library never imports the command-line
@@ -44,6 +45,7 @@ _EXPORTS = {
     "make_train": "purejaxppo.train",
     "make_update": "purejaxppo.train",
     "policy": "purejaxppo.acting",
+    "initial_carry": "purejaxppo.acting",
     "load": "purejaxppo.app.evaluate",
     "Loaded": "purejaxppo.app.evaluate",
 }

@@ -3,6 +3,11 @@
     act = purejaxppo.policy(config)
     action = act(params, obs, key)                      # a sample of pi(. | obs)
     action = act(params, obs, deterministic=True)       # the most likely action / the mean
+
+A recurrent policy (``network="gru"`` or ``"lstm"``) takes and returns its hidden state:
+
+    carry = purejaxppo.initial_carry(config)            # at the start of every episode
+    carry, action = act(params, carry, obs, key)
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxppo import evaluation
+from purejaxppo import networks as netlib
 from purejaxppo import normalize as norm
 from purejaxppo.config import PPOConfig
 from purejaxppo.networks import Networks
@@ -22,26 +28,37 @@ from purejaxppo.train import Agent, make_agent
 Array = jax.Array
 
 
-def make_act(agent: Agent) -> Callable[..., Array]:
-    """``act_flat(params, flat_obs [*batch, obs_size], key, deterministic, obs_stats)``: the
-    policy on observations already flattened by :mod:`purejaxppo.envs`."""
+def make_act(agent: Agent) -> Callable[..., tuple[Any, Array]]:
+    """``act_flat(params, carry, flat_obs [*batch, obs_size], key, deterministic, obs_stats) ->
+    (carry, action)``: the policy on observations already flattened by :mod:`purejaxppo.envs`.
+    ``carry`` is the recurrent hidden state (``()`` for feed-forward networks, returned as is)."""
     config = agent.config
 
-    def act_flat(params: dict, x: Array, key: Array | None, deterministic: bool,
-                 obs_stats: norm.RunningStats | None) -> Array:
+    def act_flat(params: dict, carry: Any, x: Array, key: Array | None, deterministic: bool,
+                 obs_stats: norm.RunningStats | None) -> tuple[Any, Array]:
         if config.normalize_obs and obs_stats is None:
             raise ValueError("this policy was trained with normalize_obs: pass "
                              "obs_stats=load(run_dir).obs_stats")
         if not deterministic and key is None:
             raise ValueError("sampling an action needs a key; pass key= or deterministic=True")
         stats = obs_stats if config.normalize_obs else None
-        return evaluation.act(agent.env, agent.nets, params, x, key, deterministic, stats)
+        return evaluation.act(agent.env, agent.nets, params, carry, x, key, deterministic, stats)
 
     return act_flat
 
 
-def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[..., Array]:
-    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None) -> action``.
+def initial_carry(config: PPOConfig, batch_shape: tuple[int, ...] = (),
+                  networks: Networks | None = None) -> Any:
+    """The hidden state a recurrent policy starts every episode from, for a batch of
+    ``batch_shape`` observations (``()`` for feed-forward networks). ``networks``: as for
+    ``make_train``."""
+    return netlib.initial_carry(make_agent(config, networks).nets, tuple(batch_shape))
+
+
+def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[..., Any]:
+    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None) -> action``; for a
+    recurrent network ``act(params, carry, obs, key=None, ...) -> (carry, action)``, starting each
+    episode from :func:`initial_carry` (the carry holds the history of the episode).
 
     A pure function, jit- and vmap-friendly. ``obs`` is a raw observation of ``config.env`` or a
     batch of them (leading axes); the action has the same leading axes. Sampled actions need a
@@ -57,25 +74,33 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
     env = agent.env
     obs_shape = env.obs_shape
 
-    def act(params: dict, obs: Array, key: Array | None = None, *, deterministic: bool = False,
-            obs_stats: norm.RunningStats | None = None) -> Array:
+    def flat_obs(obs: Array) -> Array:
         obs = jnp.asarray(obs)
         if obs.shape[obs.ndim - len(obs_shape):] != obs_shape or obs.ndim < len(obs_shape):
             raise ValueError(f"observation of shape {obs.shape} does not end in {env.env_id}'s "
                              f"observation shape {obs_shape}; give one observation or a batch "
                              "of them")
         batch = obs.shape[:obs.ndim - len(obs_shape)]
-        x = jax.vmap(env.flatten)(obs.reshape(-1, *obs_shape)).reshape(*batch, env.obs_size)
-        return act_flat(params, x, key, deterministic, obs_stats)
+        return jax.vmap(env.flatten)(obs.reshape(-1, *obs_shape)).reshape(*batch, env.obs_size)
 
-    return act
+    def act(params: dict, obs: Array, key: Array | None = None, *, deterministic: bool = False,
+            obs_stats: norm.RunningStats | None = None) -> Array:
+        return act_flat(params, (), flat_obs(obs), key, deterministic, obs_stats)[1]
+
+    def act_recurrent(params: dict, carry: Any, obs: Array, key: Array | None = None, *,
+                      deterministic: bool = False, obs_stats: norm.RunningStats | None = None
+                      ) -> tuple[Any, Array]:
+        return act_flat(params, carry, flat_obs(obs), key, deterministic, obs_stats)
+
+    return act_recurrent if netlib.is_recurrent(agent.nets) else act
 
 
 def make_evaluate(config: PPOConfig, episodes: int, deterministic: bool,
                   max_steps: int | None = None, networks: Networks | None = None
                   ) -> Callable[..., tuple[Array, Array, Array]]:
     """``evaluate(params, obs_stats, key) -> (returns, lengths, finished)``, each ``[episodes]``
-    (:func:`purejaxppo.evaluation.run_episodes`; ``max_steps`` defaults to the time limit)."""
+    (:func:`purejaxppo.evaluation.run_episodes`; ``max_steps`` defaults to the time limit; a
+    recurrent policy carries its hidden state across each episode)."""
     agent = make_agent(config, networks)
 
     def evaluate(params: dict, obs_stats: Any, key: Array):

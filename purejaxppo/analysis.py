@@ -22,14 +22,13 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from purejaxppo import networks as netlib
 from purejaxppo.advantages import normalize_advantages
 from purejaxppo.config import PPOConfig
 from purejaxppo.losses import get_policy_loss
 from purejaxppo.networks import Networks
 from purejaxppo.parallel import compiler_options
 from purejaxppo.train import collect_batch, init_state, make_agent
-from purejaxppo.update import Batch, policy_loss_value, ppo_objective, sgd_steps
+from purejaxppo.update import Batch, batch_policy, policy_loss_value, ppo_objective, sgd_steps
 
 Array = jax.Array
 
@@ -70,7 +69,7 @@ def policy_gradients(actor_params: dict, mb: Batch, nets: Networks, config: PPOC
 
     def grad_of(name: str) -> Array:
         def policy_loss(p: dict) -> Array:
-            log_prob = netlib.policy(nets, {"actor": p}, mb.obs).log_prob(mb.action)
+            log_prob = batch_policy(nets, {"actor": p}, mb).log_prob(mb.action)
             return policy_loss_value(name, log_prob, mb.log_prob, adv, hp, beta)
 
         return ravel_pytree(jax.grad(policy_loss)(actor_params))[0]

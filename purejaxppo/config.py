@@ -58,7 +58,8 @@ class PPOConfig:
     update_epochs: int = 4
     """Passes of minibatch SGD over each rollout."""
     num_minibatches: int = 4
-    """Minibatches per epoch; must divide num_envs * num_steps."""
+    """Minibatches per epoch; must divide num_envs * num_steps (num_envs for a recurrent network,
+    whose minibatches are whole environment sequences)."""
     gamma: float = 0.99
     """Discount factor, in (0, 1]."""
     gae_lambda: float = 0.95
@@ -102,7 +103,9 @@ class PPOConfig:
     """TRPO: each backtracking step shrinks the step by this factor, in (0, 1)."""
     network: str = "mlp"
     """Network architecture, a name in purejaxppo.networks.registered_networks(): 'mlp' (separate
-    MLPs), 'cnn' (a convolutional layer before the MLP, for [H, W, C] grids such as MinAtar's)."""
+    MLPs), 'cnn' (a convolutional layer before the MLP, for [H, W, C] grids such as MinAtar's),
+    'gru' or 'lstm' (an MLP encoder, a recurrent cell and a head each, for partially observed
+    tasks; num_minibatches must divide num_envs)."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the actor and of the critic (separate networks)."""
     activation: str = "tanh"

@@ -5,6 +5,8 @@ Used inside training (``PPOConfig.eval_every``) and by :func:`purejaxppo.acting.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -27,14 +29,15 @@ def episode_limit(env: Env) -> int:
     return int(limit) if limit else DEFAULT_EPISODE_LIMIT
 
 
-def act(env: Env, nets: Networks, params: dict, obs: Array, key: Array | None,
-        deterministic: bool, obs_stats: norm.RunningStats | None) -> Array:
-    """Actions for flat observations ``[*batch, obs_size]``: the most likely action (Discrete)
-    or the mean (Box) when ``deterministic``, else a sample; Box actions clipped to the space.
-    ``obs_stats`` normalises the observations when given."""
+def act(env: Env, nets: Networks, params: dict, carry: Any, obs: Array, key: Array | None,
+        deterministic: bool, obs_stats: norm.RunningStats | None) -> tuple[Any, Array]:
+    """``(carry, actions)`` for flat observations ``[*batch, obs_size]``: the most likely action
+    (Discrete) or the mean (Box) when ``deterministic``, else a sample; Box actions clipped to
+    the space. ``obs_stats`` normalises the observations when given; ``carry`` is a recurrent
+    policy's hidden state (``()`` for feed-forward ones), advanced one step."""
     if obs_stats is not None:
         obs = norm.normalize(obs_stats, obs)
-    dist = netlib.policy(nets, params, obs)
+    carry, dist = netlib.policy_step(nets, params, carry, obs, jnp.zeros(obs.shape[:-1], bool))
     if deterministic:
         action = dist.mode()
     else:
@@ -44,7 +47,7 @@ def act(env: Env, nets: Networks, params: dict, obs: Array, key: Array | None,
         space = env.action_space
         action = jnp.clip(action, jnp.asarray(space.low, jnp.float32),
                           jnp.asarray(space.high, jnp.float32))
-    return action
+    return carry, action
 
 
 def run_episodes(env: Env, nets: Networks, params: dict, obs_stats: norm.RunningStats | None,
@@ -68,17 +71,19 @@ def run_episodes(env: Env, nets: Networks, params: dict, obs_stats: norm.Running
         return (t < limit) & ~jnp.all(done)
 
     def step(carry: tuple) -> tuple:
-        t, key, obs, env_state, ret, length, done = carry
+        t, key, hidden, obs, env_state, ret, length, done = carry
         key, k_act, k_env = jax.random.split(key, 3)
-        action = act(env, nets, params, obs, k_act, deterministic, obs_stats)
+        hidden, action = act(env, nets, params, hidden, obs, k_act, deterministic, obs_stats)
         obs, env_state, reward, terminated, truncated, _ = step_env(
             jax.random.split(k_env, episodes), env_state, action)
         ret = ret + jnp.where(done, 0.0, reward)
         length = length + (~done).astype(jnp.int32)
-        return t + 1, key, obs, env_state, ret, length, done | terminated | truncated
+        return t + 1, key, hidden, obs, env_state, ret, length, done | terminated | truncated
 
-    carry = (jnp.zeros((), jnp.int32), key, obs, env_state, zeros,
-             jnp.zeros((episodes,), jnp.int32), jnp.zeros((episodes,), bool))
+    # One episode per environment: a recurrent policy's state starts fresh once and is carried
+    # to the episode's end (steps after it are masked out of the return).
+    carry = (jnp.zeros((), jnp.int32), key, netlib.initial_carry(nets, (episodes,)), obs,
+             env_state, zeros, jnp.zeros((episodes,), jnp.int32), jnp.zeros((episodes,), bool))
     *_, ret, length, done = jax.lax.while_loop(running, step, carry)
     return ret, length, done
 

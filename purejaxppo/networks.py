@@ -1,13 +1,15 @@
 """Networks: the actor and critic modules, a registry of them by name, and their initialisation.
 
-Built in: ``"mlp"`` (separate MLPs, the default) and ``"cnn"`` (a convolutional torso each, for
-MinAtar-style grids). Register your own with :func:`register_network`, or pass
+Built in: ``"mlp"`` (separate MLPs, the default), ``"cnn"`` (a convolutional torso each, for
+MinAtar-style grids) and the recurrent ``"gru"`` and ``"lstm"`` (an MLP encoder, a recurrent cell
+and a head each, for partially observed tasks). Register your own with :func:`register_network`, or pass
 ``make_train(config, networks=Networks(actor=..., critic=...))``.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -89,6 +91,12 @@ class Critic(nn.Module):
 class Networks(NamedTuple):
     """The actor and the critic of one agent, as flax modules with separate parameters.
 
+    A **recurrent** pair also gives ``initial_carry(batch_shape) -> {"actor": ..., "critic":
+    ...}``, the hidden state an episode starts from. Its modules are called on time-major
+    sequences, ``apply(params, carry, obs [T, *batch, obs_size], episode_start [T, *batch])
+    -> (carry after the last step, out [T, *batch, ...])``, and reset the carry to its initial
+    value wherever ``episode_start`` is True, before that step (see :class:`RecurrentActor`).
+
     ``actor.apply(params["actor"], obs)`` returns the policy, a
     :class:`~purejaxppo.distributions.Categorical` (Discrete actions) or
     :class:`~purejaxppo.distributions.DiagGaussian` (Box actions); ``critic.apply(params["critic"],
@@ -101,6 +109,13 @@ class Networks(NamedTuple):
 
     actor: nn.Module
     critic: nn.Module
+    initial_carry: Callable[[tuple[int, ...]], Any] | None = None
+    """``None`` for feed-forward networks; ``batch_shape -> carry`` for recurrent ones."""
+
+
+def is_recurrent(nets: Networks) -> bool:
+    """True when the networks carry a hidden state (``nets.initial_carry`` is set)."""
+    return nets.initial_carry is not None
 
 
 NetworkFactory = Callable[[Any, Any], Networks]
@@ -193,7 +208,116 @@ def cnn_networks(env: Any, config: Any) -> Networks:
                     critic=CNNCritic(shape, hidden, config.activation))
 
 
-_NETWORKS: dict[str, NetworkFactory] = {"mlp": mlp_networks, "cnn": cnn_networks}
+CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
+"""The recurrent cells by network name (flax's GRU, Cho et al. 2014; LSTM, Hochreiter and
+Schmidhuber 1997)."""
+
+
+def zero_carry(cell: str, features: int, batch_shape: tuple[int, ...]) -> Any:
+    """The initial hidden state of one cell: zeros ``[*batch, features]`` (a pair ``(c, h)`` for
+    the LSTM)."""
+    h = jnp.zeros((*batch_shape, features), jnp.float32)
+    return h if cell == "gru" else (h, h)
+
+
+class ResetCell(nn.Module):
+    """One step of a recurrent cell that first resets its carry where an episode starts.
+
+    ``(carry, (x, start)) -> (carry', y)`` with ``carry = where(start, initial, carry)`` before
+    the cell: the hidden state never crosses an episode boundary.
+    """
+
+    cell: str
+    features: int
+
+    @nn.compact
+    def __call__(self, carry: Any, inputs: tuple[Array, Array]) -> tuple[Any, Array]:
+        x, start = inputs
+        carry = jax.tree.map(lambda h: jnp.where(start[..., None], jnp.zeros_like(h), h), carry)
+        return CELLS[self.cell](self.features)(carry, x)
+
+
+ScannedCell = nn.scan(ResetCell, variable_broadcast="params", split_rngs={"params": False},
+                      in_axes=0, out_axes=0)
+""":class:`ResetCell` over the leading (time) axis, one set of parameters for every step."""
+
+
+class RecurrentTorso(nn.Module):
+    """``MLP(hidden_sizes)`` encoder per step, then a cell of ``hidden_sizes[-1]`` units over time.
+
+    ``(carry, obs [T, *batch, F], episode_start [T, *batch]) -> (carry, features [T, *batch, H])``.
+    """
+
+    cell: str
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: Array, episode_start: Array) -> tuple[Any, Array]:
+        act = ACTIVATION_FNS[self.activation]
+        x = obs
+        for width in self.hidden_sizes:
+            x = act(_head(width, HIDDEN_GAIN)(x))
+        return ScannedCell(self.cell, self.hidden_sizes[-1])(carry, (x, episode_start))
+
+
+class RecurrentActor(nn.Module):
+    """The policy on a :class:`RecurrentTorso`: logits, or a Gaussian mean and a free ``log_std``."""
+
+    cell: str
+    hidden_sizes: Sequence[int]
+    action_size: int
+    discrete: bool
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: Array, episode_start: Array
+                 ) -> tuple[Any, Categorical | DiagGaussian]:
+        carry, x = RecurrentTorso(self.cell, self.hidden_sizes, self.activation)(
+            carry, obs, episode_start)
+        out = _head(self.action_size, Actor.head_scale)(x)
+        if self.discrete:
+            return carry, Categorical(out)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
+        return carry, DiagGaussian(out, log_std)
+
+
+class RecurrentCritic(nn.Module):
+    """``V(history)`` on a :class:`RecurrentTorso` of its own."""
+
+    cell: str
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: Array, episode_start: Array) -> tuple[Any, Array]:
+        carry, x = RecurrentTorso(self.cell, self.hidden_sizes, self.activation)(
+            carry, obs, episode_start)
+        return carry, _head(1, Critic.head_scale)(x)[..., 0]
+
+
+def recurrent_initial_carry(cell: str, features: int, batch_shape: tuple[int, ...]) -> dict:
+    """``{"actor": zeros, "critic": zeros}``: the hidden states an episode starts from."""
+    return {"actor": zero_carry(cell, features, batch_shape),
+            "critic": zero_carry(cell, features, batch_shape)}
+
+
+def recurrent_networks(cell: str, env: Any, config: Any) -> Networks:
+    """Separate recurrent actor and critic (an encoder MLP, a ``cell``, a head each).
+
+    Separate, not a shared torso: TRPO steps the actor alone and trains the critic by its own
+    Adam epochs, which a shared torso would couple; and it is the layout of the MLP default.
+    """
+    hidden = tuple(config.hidden_sizes)
+    return Networks(actor=RecurrentActor(cell, hidden, env.action_size, env.discrete,
+                                         config.activation),
+                    critic=RecurrentCritic(cell, hidden, config.activation),
+                    initial_carry=functools.partial(recurrent_initial_carry, cell, hidden[-1]))
+
+
+_NETWORKS: dict[str, NetworkFactory] = {"mlp": mlp_networks, "cnn": cnn_networks,
+                                        "gru": functools.partial(recurrent_networks, "gru"),
+                                        "lstm": functools.partial(recurrent_networks, "lstm")}
 
 
 def register_network(name: str, factory: NetworkFactory) -> None:
@@ -258,6 +382,65 @@ def policy_and_value(nets: Networks, params: dict, obs: Array
     return policy(nets, params, obs), value(nets, params, obs)
 
 
+def initial_carry(nets: Networks, batch_shape: tuple[int, ...]) -> Any:
+    """The hidden state episodes start from (``()`` for feed-forward networks)."""
+    return nets.initial_carry(tuple(batch_shape)) if is_recurrent(nets) else ()
+
+
+def _step(module_out: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Drops the time axis of length 1 from a sequence call's output (``log_std`` has none)."""
+    carry, out = module_out
+    if isinstance(out, DiagGaussian):
+        return carry, DiagGaussian(out.mean[0], out.log_std)
+    return carry, jax.tree.map(lambda x: x[0], out)
+
+
+def policy_sequence(nets: Networks, params: dict, carry: Any, obs: Array, episode_start: Array
+                    ) -> tuple[Any, Categorical | DiagGaussian]:
+    """Recurrent networks: ``(actor carry after the last step, pi [T, *batch])`` over a
+    time-major sequence ``obs [T, *batch, obs_size]`` from ``carry`` (both networks' carries),
+    resetting where ``episode_start [T, *batch]``."""
+    return nets.actor.apply(params["actor"], carry["actor"], obs, episode_start)
+
+
+def value_sequence(nets: Networks, params: dict, carry: Any, obs: Array, episode_start: Array
+                   ) -> tuple[Any, Array]:
+    """Recurrent networks: ``(critic carry after the last step, V [T, *batch])``, as
+    :func:`policy_sequence`."""
+    return nets.critic.apply(params["critic"], carry["critic"], obs, episode_start)
+
+
+def policy_step(nets: Networks, params: dict, carry: Any, obs: Array, episode_start: Array
+                ) -> tuple[Any, Categorical | DiagGaussian]:
+    """One step of the policy, ``obs [*batch, obs_size]``: ``(carry, pi)``; feed-forward networks
+    ignore and return ``carry``. Only the actor's part of the carry moves."""
+    if not is_recurrent(nets):
+        return carry, policy(nets, params, obs)
+    actor, dist = _step(policy_sequence(nets, params, carry, obs[None], episode_start[None]))
+    return {**carry, "actor": actor}, dist
+
+
+def value_step(nets: Networks, params: dict, carry: Any, obs: Array, episode_start: Array
+               ) -> tuple[Any, Array]:
+    """One step of the critic, as :func:`policy_step`; only the critic's part of the carry moves."""
+    if not is_recurrent(nets):
+        return carry, value(nets, params, obs)
+    critic, v = _step(value_sequence(nets, params, carry, obs[None], episode_start[None]))
+    return {**carry, "critic": critic}, v
+
+
+def policy_and_value_step(nets: Networks, params: dict, carry: Any, obs: Array,
+                          episode_start: Array
+                          ) -> tuple[Any, Categorical | DiagGaussian, Array]:
+    """``(carry, pi, V)`` of one step: :func:`policy_step` and :func:`value_step` together."""
+    if not is_recurrent(nets):
+        dist, v = policy_and_value(nets, params, obs)
+        return carry, dist, v
+    carry, dist = policy_step(nets, params, carry, obs, episode_start)
+    carry, v = value_step(nets, params, carry, obs, episode_start)
+    return carry, dist, v
+
+
 def init_networks(key: Array, nets: Networks, obs_size: int) -> dict:
     """``{"actor": ..., "critic": ...}`` initialised from ``key``.
 
@@ -267,11 +450,18 @@ def init_networks(key: Array, nets: Networks, obs_size: int) -> dict:
     if isinstance(nets.actor, Actor) and isinstance(nets.critic, Critic):
         return init_params(key, nets.actor, nets.critic, obs_size)
     dummy = jnp.zeros((obs_size,), jnp.float32)
+    args: tuple = (dummy,)
+    if is_recurrent(nets):
+        carry = nets.initial_carry((1,))
+        args = (dummy[None, None], jnp.ones((1, 1), bool))
 
     def init_one(key: Array) -> dict:
         k_actor, k_critic = jax.random.split(key)
-        return {"actor": nets.actor.init(k_actor, dummy),
-                "critic": nets.critic.init(k_critic, dummy)}
+        if is_recurrent(nets):
+            return {"actor": nets.actor.init(k_actor, carry["actor"], *args),
+                    "critic": nets.critic.init(k_critic, carry["critic"], *args)}
+        return {"actor": nets.actor.init(k_actor, *args),
+                "critic": nets.critic.init(k_critic, *args)}
 
     # One key after another under vmap, as init_params does (batched QR, see there).
     return jax.custom_batching.sequential_vmap(init_one)(key)

@@ -38,6 +38,23 @@ class Transition(NamedTuple):
     """The episode hit its time limit: bootstrap from ``V(final_obs)``."""
     final_obs: Array
     """The observation the step ended in, before any auto-reset (normalised like ``obs``)."""
+    carry: Any = None
+    """Recurrent networks: the hidden state the step started from, before its episode-start
+    reset (``{"actor": ..., "critic": ...}``); None for feed-forward networks."""
+    episode_start: Array | None = None
+    """Recurrent networks: ``obs`` is the first of an episode (the networks reset ``carry``)."""
+    final_value: Array | None = None
+    """Recurrent networks: ``V(final_obs)`` from the critic's hidden state after this step,
+    before any reset: what a truncated episode bootstraps from."""
+
+
+class RecurrentCarry(NamedTuple):
+    """What a recurrent network carries from one step to the next, per environment."""
+
+    hidden: Any
+    """Both networks' hidden states after the last step (``{"actor": ..., "critic": ...}``)."""
+    episode_start: Array
+    """The current observation starts an episode: the networks reset ``hidden`` before it."""
 
 
 class Normalizer(NamedTuple):
@@ -62,6 +79,8 @@ class EnvCarry(NamedTuple):
     obs: Array
     episode: EpisodeTracker
     normalizer: Normalizer
+    recurrent: RecurrentCarry | None = None
+    """Recurrent networks' hidden state; None for feed-forward networks."""
 
 
 class EpisodeSums(NamedTuple):
@@ -80,15 +99,24 @@ def reset_batch(env: Env, keys: Array) -> tuple[Array, Any]:
     return fn(keys)
 
 
-def init_env_carry(env: Env, key: Array, num_envs: int) -> EnvCarry:
-    """Resets ``num_envs`` environments."""
+def init_env_carry(env: Env, key: Array, num_envs: int, nets: netlib.Networks | None = None
+                   ) -> EnvCarry:
+    """Resets ``num_envs`` environments (and, for recurrent ``nets``, their hidden states)."""
     obs, env_state = reset_batch(env, jax.random.split(key, num_envs))
     zeros = jnp.zeros((num_envs,), jnp.float32)
     normalizer = Normalizer(obs=norm.init_stats((env.obs_size,)), ret=norm.init_stats(),
                             discounted_return=zeros)
     return EnvCarry(env_state=env_state, obs=obs,
                     episode=EpisodeTracker(ret=zeros, length=jnp.zeros((num_envs,), jnp.int32)),
-                    normalizer=normalizer)
+                    normalizer=normalizer, recurrent=init_recurrent(nets, num_envs))
+
+
+def init_recurrent(nets: netlib.Networks | None, num_envs: int) -> RecurrentCarry | None:
+    """The initial hidden states of recurrent ``nets``, every episode starting; else None."""
+    if nets is None or not netlib.is_recurrent(nets):
+        return None
+    return RecurrentCarry(hidden=netlib.initial_carry(nets, (num_envs,)),
+                          episode_start=jnp.ones((num_envs,), bool))
 
 
 def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
@@ -100,6 +128,10 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
             num_steps: int, gamma: Array, normalize_obs: bool, normalize_reward: bool
             ) -> tuple[EnvCarry, Transition, EpisodeSums]:
     """Runs ``num_steps`` steps of every environment under the current policy.
+
+    Recurrent networks step their hidden state with the observations; it is reset before the
+    first step of every episode (after termination and after truncation alike) and stored per
+    step, with the critic's ``V(final_obs)`` from the hidden state before that reset.
 
     All randomness (action noise, env step keys and, when they fit in
     :data:`PREDRAWN_RESET_BYTES`, the reset states of episodes that end) is drawn before the scan
@@ -125,7 +157,12 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
         if normalize_obs:
             normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
         obs = observe(normalizer, c.obs, normalize_obs)
-        dist, value = netlib.policy_and_value(nets, params, obs)
+        rec = c.recurrent
+        if rec is None:
+            dist, value = netlib.policy_and_value(nets, params, obs)
+        else:
+            hidden, dist, value = netlib.policy_and_value_step(nets, params, rec.hidden, obs,
+                                                               rec.episode_start)
         action = dist.sample(step_noise)
         log_prob = dist.log_prob(action)
         next_obs, env_state, reward, terminated, truncated, final_obs = env_step(
@@ -149,11 +186,20 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
             normalizer = Normalizer(obs=normalizer.obs, ret=ret_stats,
                                     discounted_return=jnp.where(done, 0.0, disc))
 
+        final_obs = observe(normalizer, final_obs, normalize_obs)
+        recurrent = final_value = None
+        if rec is not None:
+            _, final_value = netlib.value_step(nets, params, hidden, final_obs,
+                                               jnp.zeros_like(done))
+            recurrent = RecurrentCarry(hidden=hidden, episode_start=done)
         transition = Transition(obs=obs, action=action, log_prob=log_prob, value=value,
                                 reward=learn_reward, terminated=terminated, truncated=truncated,
-                                final_obs=observe(normalizer, final_obs, normalize_obs))
+                                final_obs=final_obs,
+                                carry=None if rec is None else rec.hidden,
+                                episode_start=None if rec is None else rec.episode_start,
+                                final_value=final_value)
         carry = EnvCarry(env_state=env_state, obs=next_obs, episode=episode,
-                         normalizer=normalizer)
+                         normalizer=normalizer, recurrent=recurrent)
         return (carry, sums), transition
 
     zero = jnp.zeros((), jnp.float32)

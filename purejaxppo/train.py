@@ -22,7 +22,14 @@ from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.envs import Env
 from purejaxppo.losses import get_policy_loss
 from purejaxppo.metrics import COMMON_METRICS, explained_variance, mean_or_last
-from purejaxppo.networks import Networks, init_networks, make_networks, value
+from purejaxppo.networks import (
+    Networks,
+    init_networks,
+    is_recurrent,
+    make_networks,
+    value,
+    value_step,
+)
 from purejaxppo.update import (
     PPO_METRICS,
     Batch,
@@ -94,6 +101,10 @@ def make_agent(config: PPOConfig, networks: Networks | None = None) -> Agent:
     if not isinstance(nets, Networks):
         raise ValueError(f"networks must be purejaxppo.networks.Networks(actor=..., critic=...), "
                          f"got {type(nets).__name__}")
+    if is_recurrent(nets) and config.num_envs % config.num_minibatches:
+        raise ValueError(f"num_minibatches={config.num_minibatches} must divide num_envs="
+                         f"{config.num_envs} for the recurrent network {config.network!r} "
+                         "(minibatches are whole environment sequences)")
     return Agent(config=config, env=env, nets=nets)
 
 
@@ -132,7 +143,8 @@ def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
     return TrainState(
         params=params,
         opt_state=make_rule(agent).init(params, hp),
-        env_carry=rollout_lib.init_env_carry(agent.env, k_env, agent.config.num_envs),
+        env_carry=rollout_lib.init_env_carry(agent.env, k_env, agent.config.num_envs,
+                                             agent.nets),
         last_return=nan,
         last_length=nan,
         updates_done=jnp.zeros((), jnp.int32),
@@ -154,16 +166,31 @@ def advantages_batch(agent: Agent, params: dict, env_carry: rollout_lib.EnvCarry
                      traj: rollout_lib.Transition, hp: Hyperparams) -> Batch:
     """Stage 2: GAE advantages and value targets, as a flat batch ``[num_envs * num_steps]``.
 
-    Truncated episodes bootstrap from ``V(final_obs)``, computed in one batched call.
+    Truncated episodes bootstrap from ``V(final_obs)``, computed in one batched call. Recurrent
+    networks keep the rollout's time-major sequences ``[num_steps, num_envs]`` with the hidden
+    state each starts from; their ``V(final_obs)`` was taken in the rollout, from the hidden
+    state before the episode-start reset, and the last step bootstraps from the critic stepped
+    once more on the carry.
     """
     config, nets = agent.config, agent.nets
     last_obs = rollout_lib.observe(env_carry.normalizer, env_carry.obs, config.normalize_obs)
-    last_value = value(nets, params, last_obs)
-    final_values = value(nets, params, traj.final_obs)
+    rec = env_carry.recurrent
+    if rec is None:
+        last_value = value(nets, params, last_obs)
+        final_values = value(nets, params, traj.final_obs)
+    else:
+        _, last_value = value_step(nets, params, rec.hidden, last_obs, rec.episode_start)
+        final_values = traj.final_value
     next_values = bootstrap_values(traj.value, last_value, final_values, traj.terminated,
                                    traj.truncated)
     advantages, targets = gae(traj.reward, traj.value, next_values,
                               traj.terminated | traj.truncated, hp.gamma, hp.gae_lambda)
+
+    if rec is not None:
+        return Batch(obs=traj.obs, action=traj.action, log_prob=traj.log_prob, value=traj.value,
+                     advantages=advantages, targets=targets,
+                     carry=jax.tree.map(lambda x: x[0], traj.carry),
+                     episode_start=traj.episode_start)
 
     def flat(x: Array) -> Array:
         return x.reshape(config.batch_size, *x.shape[2:])

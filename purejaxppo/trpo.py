@@ -15,10 +15,13 @@ on the rollout's batch, solved as in the TRPO paper (appendix C):
 4. a backtracking line search over ``decay^j s``: the first candidate whose *exact* mean KL is
    within ``max_kl`` and whose surrogate improved is taken; if none is, the policy is kept.
 
-The actor parameters are handled as one flat vector (``jax.flatten_util.ravel_pytree``). The
-critic is trained by the same Adam minibatch epochs as PPO's, on the value loss alone. As in the
-paper there is no entropy bonus (``ent_coef`` is unused) and ``policy_loss`` is ignored. Everything
-is ``lax`` control flow, so a TRPO update jits and vmaps over seeds like a PPO one.
+With recurrent networks every policy evaluation re-runs the actor over the rollout's sequences
+(:func:`purejaxppo.update.batch_policy`), so ``g``, the KL and its Fisher-vector products are taken
+through the whole sequence. The actor parameters are handled as one flat vector
+(``jax.flatten_util.ravel_pytree``). The critic is trained by the same Adam minibatch epochs as
+PPO's, on the value loss alone. As in the paper there is no entropy bonus (``ent_coef`` is unused)
+and ``policy_loss`` is ignored. Everything is ``lax`` control flow, so a TRPO update jits and vmaps
+over seeds like a PPO one.
 
 References:
     Schulman et al., 2015. Trust Region Policy Optimization. arXiv:1502.05477.
@@ -34,11 +37,19 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from purejaxppo import losses
-from purejaxppo import networks as netlib
 from purejaxppo.advantages import normalize_advantages
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.networks import Networks
-from purejaxppo.update import Batch, Objective, UpdateRule, make_optimizer, sgd_steps, value_term
+from purejaxppo.update import (
+    Batch,
+    Objective,
+    UpdateRule,
+    batch_policy,
+    batch_value,
+    make_optimizer,
+    sgd_steps,
+    value_term,
+)
 
 Array = jax.Array
 
@@ -148,7 +159,7 @@ def policy_step(nets: Networks, actor_params: Any, batch: Batch, config: PPOConf
     theta, unravel = ravel_pytree(actor_params)
 
     def dist_of(flat: Array):
-        return netlib.policy(nets, {"actor": unravel(flat)}, batch.obs)
+        return batch_policy(nets, {"actor": unravel(flat)}, batch)
 
     old_dist = jax.lax.stop_gradient(dist_of(theta))
     advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
@@ -173,7 +184,7 @@ def critic_objective(nets: Networks, config: PPOConfig, hp: Hyperparams) -> Obje
     """
 
     def objective(params: dict, batch: Batch) -> tuple[Array, Array]:
-        v_loss = value_term(config, netlib.value(nets, params, batch.obs), batch, hp)
+        v_loss = value_term(config, batch_value(nets, params, batch), batch, hp)
         return hp.vf_coef * v_loss, v_loss
 
     return objective
@@ -201,7 +212,7 @@ def make_trpo_rule(nets: Networks, config: PPOConfig) -> UpdateRule:
         actor_params, info = policy_step(nets, params["actor"], batch, config, hp)
         params = {**params, "actor": actor_params}
 
-        dist = netlib.policy(nets, params, batch.obs)
+        dist = batch_policy(nets, params, batch)
         log_prob = dist.log_prob(batch.action)
         advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
         k1, k3 = losses.approx_kl(log_prob, batch.log_prob)

@@ -28,7 +28,9 @@ Array = jax.Array
 
 
 class Batch(NamedTuple):
-    """Flat training data: one row per transition."""
+    """Training data: one row per transition (feed-forward networks), or, for recurrent
+    networks, time-major sequences ``[num_steps, num_envs, ...]`` with their initial hidden
+    states and episode starts."""
 
     obs: Array
     action: Array
@@ -36,6 +38,37 @@ class Batch(NamedTuple):
     value: Array
     advantages: Array
     targets: Array
+    carry: Any = None
+    """Recurrent networks: the hidden state each sequence starts from ``[num_envs, ...]``."""
+    episode_start: Array | None = None
+    """Recurrent networks: ``[num_steps, num_envs]``, where the networks reset the hidden state."""
+
+
+SEQUENCE_FIELDS = ("obs", "action", "log_prob", "value", "advantages", "targets", "episode_start")
+"""The :class:`Batch` fields with a time axis in a recurrent batch."""
+
+
+def batch_policy(nets: Networks, params: dict, batch: Batch):
+    """``pi(. | obs)`` of every row of ``batch``: per row (feed-forward), or by re-running the
+    actor over each sequence from ``batch.carry``, resetting at ``batch.episode_start``
+    (recurrent: backpropagation through the whole sequence)."""
+    if not netlib.is_recurrent(nets):
+        return netlib.policy(nets, params, batch.obs)
+    return netlib.policy_sequence(nets, params, batch.carry, batch.obs, batch.episode_start)[1]
+
+
+def batch_value(nets: Networks, params: dict, batch: Batch) -> Array:
+    """``V(obs)`` of every row of ``batch``, as :func:`batch_policy`."""
+    if not netlib.is_recurrent(nets):
+        return netlib.value(nets, params, batch.obs)
+    return netlib.value_sequence(nets, params, batch.carry, batch.obs, batch.episode_start)[1]
+
+
+def batch_policy_and_value(nets: Networks, params: dict, batch: Batch):
+    """``(pi, V)`` of every row of ``batch`` (:func:`batch_policy`, :func:`batch_value`)."""
+    if not netlib.is_recurrent(nets):
+        return netlib.policy_and_value(nets, params, batch.obs)
+    return batch_policy(nets, params, batch), batch_value(nets, params, batch)
 
 
 class LossInfo(NamedTuple):
@@ -143,7 +176,7 @@ def ppo_objective(nets: Networks, config: PPOConfig, hp: Hyperparams, beta: Arra
     """
 
     def objective(params: dict, batch: Batch) -> tuple[Array, LossInfo]:
-        dist, value = netlib.policy_and_value(nets, params, batch.obs)
+        dist, value = batch_policy_and_value(nets, params, batch)
         log_prob = dist.log_prob(batch.action)
         adv = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
         if switch is None:
@@ -168,6 +201,9 @@ def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, hp: Hyperp
               ) -> tuple[dict, Any, Any]:
     """``update_epochs`` passes over ``batch``, each in a fresh random order of minibatches.
 
+    A flat batch is shuffled by transition; a recurrent one (``batch.episode_start`` set) by
+    environment: each minibatch is ``num_envs / num_minibatches`` whole sequences, in time order.
+
     Each minibatch step: ``g = grad objective``, clipped to global norm ``hp.max_grad_norm``,
     scaled by Adam, ``params -= hp.lr * step``.
 
@@ -175,7 +211,8 @@ def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, hp: Hyperp
         ``(params, opt_state, aux)``, ``aux`` stacked per step: ``[update_epochs, num_minibatches]``.
     """
     tx = make_optimizer(hp.max_grad_norm)
-    batch_size = batch.advantages.shape[0]
+    sequences = batch.episode_start is not None
+    batch_size = batch.advantages.shape[1 if sequences else 0]
     mb_size = batch_size // num_minibatches
     # The steps run on one flat parameter vector (and flat Adam moments): the optimizer is then a
     # handful of kernels per step instead of four per parameter array; the same arithmetic, up
@@ -193,14 +230,34 @@ def sgd_steps(params: dict, opt_state: Any, batch: Batch, key: Array, hp: Hyperp
     def epoch(state: tuple[Array, Any], epoch_key: Array):
         # One gather per epoch: permute the whole batch, then view it as minibatches.
         perm = random_order(epoch_key, batch_size)
-        shuffled = jax.tree.map(
-            lambda x: jnp.take(x, perm, axis=0).reshape(num_minibatches, mb_size, *x.shape[1:]),
-            batch)
+        if sequences:
+            shuffled = shuffle_sequences(batch, perm, num_minibatches)
+        else:
+            shuffled = jax.tree.map(
+                lambda x: jnp.take(x, perm, axis=0).reshape(num_minibatches, mb_size,
+                                                            *x.shape[1:]),
+                batch)
         return jax.lax.scan(minibatch_step, state, shuffled)
 
     keys = jax.random.split(key, update_epochs)
     (flat_params, flat_opt_state), infos = jax.lax.scan(epoch, (flat_params, flat_opt_state), keys)
     return unravel(flat_params), unravel_opt_state(flat_opt_state), infos
+
+
+def shuffle_sequences(batch: Batch, perm: Array, num_minibatches: int) -> Batch:
+    """A recurrent batch's environments in the order ``perm``, as ``num_minibatches``
+    minibatches of whole sequences: ``[num_minibatches, num_steps, num_envs / num_minibatches,
+    ...]`` (the carries ``[num_minibatches, num_envs / num_minibatches, ...]``)."""
+    mb_envs = perm.shape[0] // num_minibatches
+
+    def per_env(x: Array) -> Array:
+        return jnp.take(x, perm, axis=0).reshape(num_minibatches, mb_envs, *x.shape[1:])
+
+    def per_step(x: Array) -> Array:
+        return jnp.swapaxes(per_env(jnp.swapaxes(x, 0, 1)), 1, 2)
+
+    fields = {name: per_step(getattr(batch, name)) for name in SEQUENCE_FIELDS}
+    return batch._replace(carry=jax.tree.map(per_env, batch.carry), **fields)
 
 
 def adapt_kl_beta(beta: Array, kl: Array, kl_target: Array) -> Array:
@@ -214,7 +271,7 @@ def update_kl_beta(nets: Networks, params: dict, batch: Batch, beta: Array, hp: 
                    ) -> Array:
     """The next update's KL coefficient, from the KL of this whole update: ``mean((r - 1) -
     log r)`` of the new parameters on the rollout's samples (:func:`adapt_kl_beta`)."""
-    log_ratio = netlib.policy(nets, params, batch.obs).log_prob(batch.action) - batch.log_prob
+    log_ratio = batch_policy(nets, params, batch).log_prob(batch.action) - batch.log_prob
     kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
     return adapt_kl_beta(beta, kl, hp.kl_target)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from purejaxppo import PPOConfig
+from purejaxppo.envs import Box, Discrete
 
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2)
 """8 updates of 4 envs x 64 steps, 2 epochs of 2 minibatches: seconds to compile and run."""
@@ -17,3 +20,48 @@ TINY_FLAGS = ["--total-timesteps", "2048", "--num-envs", "4", "--num-steps", "64
 def tiny() -> PPOConfig:
     """CartPole-v1 with :data:`TINY` settings."""
     return PPOConfig(**TINY)
+
+
+class Countdown:
+    """A hand-made done pattern: an episode of ``length`` in 2..5 steps (drawn at reset) ends in
+    a terminal state at its last step if that is at most 4, and is cut by the time limit of 4
+    steps otherwise (a truncation). The observation is noise and the step count."""
+
+    observation_space = Box.of((3,), -10.0, 10.0)
+    action_space = Discrete(2)
+    max_episode_steps = 4
+
+    def reset(self, key):
+        k_len, k_obs = jax.random.split(key)
+        length = jax.random.randint(k_len, (), 2, 6)
+        state = (jnp.int32(0), length)
+        return self.observe(k_obs, state), state
+
+    def transition(self, key, state, action):
+        t, length = state
+        state = (t + 1, length)
+        return self.observe(key, state), state, 1.0, t + 1 == length, False
+
+    def observe(self, key, state):
+        return jnp.concatenate([jax.random.normal(key, (2,)), state[0][None] / 4.0])
+
+
+def recurrent_rollout(network: str, num_steps: int = 12, num_envs: int = 3, rollouts: int = 1):
+    """``(agent, params, env carry, transitions)``: the last of ``rollouts`` jitted rollouts of
+    ``Countdown-v0`` under a fresh recurrent ``network`` (8 units)."""
+    from purejaxppo import envs
+    from purejaxppo.rollout import collect
+    from purejaxppo.train import init_state, make_agent
+
+    envs.register("Countdown-v0", Countdown)
+    config = PPOConfig(env="Countdown-v0", network=network, hidden_sizes=(8,), num_envs=num_envs,
+                       num_steps=num_steps, total_timesteps=num_envs * num_steps,
+                       num_minibatches=1)
+    agent = make_agent(config)
+    state = init_state(agent, jax.random.key(0), config.hyperparams())
+    run = jax.jit(lambda c, k: collect(agent.env, agent.nets, state.params, c, k, num_steps,
+                                       jnp.float32(0.99), False, False))
+    carry = state.env_carry
+    for i in range(rollouts):
+        carry, traj, _ = run(carry, jax.random.key(2 + i))
+    return agent, state.params, carry, traj

@@ -67,6 +67,19 @@ def test_first_step_agrees_for_another_driver_and_seed():
     np.testing.assert_allclose(result.norm_ratio[0], 1.0, atol=1e-4)
 
 
+def test_recurrent_gradients_through_the_sequences_agree_as_the_feed_forward_ones():
+    """A GRU's gradients (through whole sequences): every surrogate is the vanilla gradient at the
+    first step, the ratio and log forms agree at every step."""
+    config = PPOConfig(network="gru", hidden_sizes=(16,), num_steps=32, total_timesteps=128,
+                       update_epochs=3)
+    result = gradient_agreement(config, jax.random.key(0))
+    assert result.cosine.shape == (12, len(result.pairs))
+    np.testing.assert_allclose(result.cosine[0], 1.0, atol=1e-5)
+    for a, b in (("ppo_clip", "ppo_clip_log"), ("importance_ratio", "importance_log")):
+        np.testing.assert_allclose(column(result, a, b), 1.0, atol=1e-4)
+    assert float(np.max(result.approx_kl)) > 0
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="unknown policy loss"):
         gradient_agreement(CONFIG, jax.random.key(0), losses=("ppo_clip", "nope"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from conftest import recurrent_rollout
 
 from purejaxppo import PPOConfig
 
@@ -49,3 +51,53 @@ def test_pre_drawn_and_inline_resets_agree_in_distribution_and_shape():
     np.testing.assert_array_equal(np.where(traj.truncated[:, 0])[0], [199])
     assert int(sums.count) == 2
     assert not np.allclose(traj.final_obs[199], traj.obs[200])
+
+
+@pytest.mark.parametrize("network", ["gru", "lstm"])
+def test_recurrent_carry_resets_exactly_where_episodes_start(network):
+    """Every step's policy and value equal a fresh run of the networks over the observations of
+    its own episode only, from the initial hidden state: the carry resets at every episode start
+    (after a termination and after a truncation) and nowhere else; a truncated episode's
+    ``V(final_obs)`` continues the episode's hidden state."""
+    from purejaxppo import networks as netlib
+
+    agent, params, _, traj = recurrent_rollout(network)
+    done = np.asarray(traj.terminated | traj.truncated)
+    assert done.any() and np.asarray(traj.truncated).any() and np.asarray(traj.terminated).any()
+    starts = np.asarray(traj.episode_start)
+    np.testing.assert_array_equal(starts[0], True)  # the first rollout starts every episode
+    np.testing.assert_array_equal(starts[1:], done[:-1])
+
+    # For every step t of env b, in episode [s, e): the sequence obs[s..t], final_obs[t] run
+    # from the initial hidden state with no reset at all, zero-padded to one length.
+    obs, final_obs = np.asarray(traj.obs), np.asarray(traj.final_obs)
+    num_steps, num_envs = done.shape
+    seqs, where = [], []
+    for b in range(num_envs):
+        begins = np.flatnonzero(starts[:, b])
+        for s, e in zip(begins, [*begins[1:], num_steps], strict=True):
+            for t in range(s, e):
+                seq = np.zeros((num_steps + 1, obs.shape[-1]), np.float32)
+                seq[:t - s + 1] = obs[s:t + 1, b]
+                seq[t - s + 1] = final_obs[t, b]
+                seqs.append(seq)
+                where.append((t, b, t - s))
+    assert len({(b, s) for b in range(num_envs) for s in np.flatnonzero(starts[:, b])}) > num_envs
+
+    @jax.jit
+    @jax.vmap
+    def fresh_run(seq):
+        carry = netlib.initial_carry(agent.nets, (1,))
+        no_reset = jnp.zeros((num_steps + 1, 1), bool)
+        _, dist = netlib.policy_sequence(agent.nets, params, carry, seq[:, None], no_reset)
+        _, value = netlib.value_sequence(agent.nets, params, carry, seq[:, None], no_reset)
+        return jax.tree.map(lambda x: x[:, 0], dist), value[:, 0]
+
+    dists, values = fresh_run(jnp.asarray(np.stack(seqs)))
+    t, b, k = (np.array(x) for x in zip(*where, strict=True))
+    i = np.arange(len(where))
+    log_probs = dists.log_prob(jnp.asarray(traj.action)[t, b][:, None])  # [n, T + 1]
+    np.testing.assert_allclose(log_probs[i, k], traj.log_prob[t, b], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values[i, k], traj.value[t, b], rtol=1e-5, atol=1e-6)
+    # V(final_obs): the critic's hidden state continued on the step's final observation.
+    np.testing.assert_allclose(values[i, k + 1], traj.final_value[t, b], rtol=1e-5, atol=1e-6)

@@ -130,6 +130,25 @@ def test_data_parallel_run_equals_the_single_device_run_and_stays_replicated():
     assert "OK" in out
 
 
+def test_recurrent_data_parallel_run_equals_one_device():
+    """A GRU's hidden states split with their environments over the devices, and whole sequences
+    are shuffled across them: the run equals the one-device run."""
+    out = run_script("""
+        from purejaxppo import make_train
+
+        config = PPOConfig(network="gru", hidden_sizes=(16,), total_timesteps=512, num_envs=8,
+                           num_steps=16, update_epochs=2, num_minibatches=2)
+        mesh = Mesh(np.asarray(jax.devices()), ("data",))
+        result = jax.jit(make_train_data_parallel(config, mesh))(jax.random.key(0))
+        single = jax.jit(make_train(config))(jax.random.key(0))
+        assert_trees_close((result.params, result.metrics), (single.params, single.metrics),
+                           rtol=2e-4, atol=2e-5)
+        assert result.state.env_carry.recurrent.hidden["actor"].sharding.spec[0] == "data"
+        print("OK")
+    """)
+    assert "OK" in out
+
+
 FRESH_PRELUDE = """
 def assert_raises(fn, error, text):
     try:

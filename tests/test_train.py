@@ -11,8 +11,9 @@ import pytest
 from conftest import TINY
 
 from purejaxppo import POLICY_LOSSES, PPOConfig, envs, make_train, policy
+from purejaxppo import networks as netlib
 from purejaxppo.parallel import compiler_options
-from purejaxppo.train import metric_names
+from purejaxppo.train import make_agent, metric_names
 
 GOLDEN = Path(__file__).parent / "data" / "cartpole_default_key0.npz"
 
@@ -232,3 +233,73 @@ def test_custom_networks_plug_in(tiny):
     assert act(result.params, jnp.zeros((3, 4)), deterministic=True).shape == (3,)
     with pytest.raises(ValueError, match="Networks"):
         make_train(tiny, networks=(TinyActor(), TinyCritic()))
+
+
+RECURRENT_TINY = dict(TINY, hidden_sizes=(16,), total_timesteps=1024)
+
+
+@pytest.fixture(scope="module")
+def gru_tiny():
+    config = PPOConfig(network="gru", **RECURRENT_TINY)
+    train = jax.jit(make_train(config))
+    return config, train, train(jax.random.key(0))
+
+
+def test_recurrent_runs_are_deterministic_and_vmapped_seed_equals_single_run(gru_tiny):
+    config, train, _ = gru_tiny
+    keys = jax.random.split(jax.random.key(5), 2)
+    batched = jax.jit(jax.vmap(make_train(config)))(keys)
+    for i in range(2):
+        single, again = train(keys[i]), train(keys[i])
+        for a, b, c in zip(jax.tree.leaves((single.params, single.state.env_carry, single.metrics)),
+                           jax.tree.leaves((again.params, again.state.env_carry, again.metrics)),
+                           jax.tree.leaves((batched.params, batched.state.env_carry,
+                                            batched.metrics)), strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c[i], rtol=2e-5, atol=1e-6)
+        assert all(bool(jnp.all(jnp.isfinite(v))) for v in single.metrics.values())
+    # The hidden state is part of the train state: a resumed run continues the episodes' memory.
+    hidden = single.state.env_carry.recurrent.hidden
+    assert jax.tree.leaves(hidden)[0].shape == (config.num_envs, 16)
+    assert float(jnp.abs(jax.tree.leaves(hidden)[0]).max()) > 0
+
+
+def test_recurrent_policy_losses_and_trpo_train():
+    """Policy losses picked in one program by a vmapped index (the clipped surrogate, and
+    kl_penalty, which adapts its coefficient) train an LSTM, and TRPO a GRU, with finite metrics.
+    (Every loss reaches the recurrent networks through the same ``ppo_objective``.)"""
+    config = PPOConfig(network="lstm", **RECURRENT_TINY)
+    names = ("ppo_clip", "kl_penalty")
+    train = make_train(config, policy_losses=names)
+    results = jax.jit(jax.vmap(train, in_axes=(None, None, 0)))(
+        jax.random.key(0), None, jnp.arange(len(names)))
+    for name, value in results.metrics.items():
+        assert bool(jnp.all(jnp.isfinite(value))), name
+    beta = np.asarray(results.metrics["kl_beta"][names.index("kl_penalty")])
+    assert len(set(beta.tolist())) > 1
+    assert (np.asarray(results.metrics["approx_kl"]).max(axis=1) > 0).all()  # every loss learns
+
+    trpo_config = config.replace(update_rule="trpo", network="gru")
+    trpo = jax.jit(make_train(trpo_config))(jax.random.key(0))
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in trpo.metrics.values())
+    assert float(jnp.max(trpo.metrics["trpo_kl"])) > 0  # steps were accepted
+    assert float(jnp.max(trpo.metrics["trpo_kl"])) <= config.max_kl * 1.0001
+
+
+def test_recurrent_policy_takes_and_returns_its_carry(gru_tiny):
+    from purejaxppo import initial_carry
+
+    config, _, result = gru_tiny
+    params = result.params
+    act = jax.jit(policy(config), static_argnames="deterministic")
+    carry = initial_carry(config, (3,))
+    assert jax.tree.leaves(carry)[0].shape == (3, 16)
+    obs = jnp.array([[0.0, 0.0, 0.05, 0.0]] * 3)
+    carry1, a1 = act(params, carry, obs, jax.random.key(1))
+    assert a1.shape == (3,) and not np.array_equal(carry1["actor"], carry["actor"])
+    # The same observation after another history: the carry changes the policy.
+    _, first = policy(config)(params, carry, obs, deterministic=True)
+    logits = [netlib.policy_step(make_agent(config).nets, params, c, obs,
+                                 jnp.zeros(3, bool))[1].logits for c in (carry, carry1)]
+    assert not np.allclose(logits[0], logits[1])
+    assert first.shape == (3,)

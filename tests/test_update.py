@@ -9,11 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import recurrent_rollout
 
 from purejaxppo import PPOConfig, make_train
 from purejaxppo.metrics import COMMON_METRICS
 from purejaxppo.train import collect_batch, init_state, make_agent, metric_names
-from purejaxppo.update import PPO_METRICS, make_optimizer, ppo_objective, random_order, sgd_steps
+from purejaxppo.update import (
+    PPO_METRICS,
+    make_optimizer,
+    ppo_objective,
+    random_order,
+    sgd_steps,
+    shuffle_sequences,
+)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 128, 512, 1000, 4097])
@@ -117,3 +125,99 @@ def test_each_rule_reports_its_own_metrics(tiny, rule, loss):
     else:
         assert "clip_fraction" not in metrics and "kl_beta" not in metrics
         assert {"trpo_kl", "trpo_line_search_steps", "trpo_improvement"} <= set(metrics)
+
+
+@pytest.fixture(scope="module")
+def recurrent_batch():
+    """A GRU's second rollout of Countdown-v0 (so its sequences start from hidden states that
+    are not the initial ones) as a training batch, and parameters moved off the old policy."""
+    from purejaxppo.train import advantages_batch
+
+    agent, params, carry, traj = recurrent_rollout("gru", num_steps=10, num_envs=4, rollouts=2)
+    batch = advantages_batch(agent, params, carry, traj, agent.config.hyperparams())
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(7), len(leaves))
+    moved = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape)
+                                      for x, k in zip(leaves, keys, strict=True)])
+    return agent, moved, batch
+
+
+def test_recurrent_batch_is_whole_sequences_from_a_stored_hidden_state(recurrent_batch):
+    _, _, batch = recurrent_batch
+    assert batch.obs.shape[:2] == (10, 4) and batch.episode_start.shape == (10, 4)
+    assert float(jnp.abs(batch.carry["actor"]).max()) > 0  # mid-episode, not the initial state
+    perm = jnp.array([2, 0, 3, 1])
+    mbs = shuffle_sequences(batch, perm, 2)
+    assert mbs.obs.shape == (2, 10, 2, 3) and mbs.carry["critic"].shape == (2, 2, 8)
+    for k, m in itertools.product(range(2), range(2)):
+        env = int(perm[2 * k + m])
+        np.testing.assert_array_equal(mbs.obs[k, :, m], batch.obs[:, env])
+        np.testing.assert_array_equal(mbs.advantages[k, :, m], batch.advantages[:, env])
+        np.testing.assert_array_equal(mbs.episode_start[k, :, m], batch.episode_start[:, env])
+        np.testing.assert_array_equal(mbs.carry["actor"][k, m], batch.carry["actor"][env])
+
+
+def test_recurrent_loss_over_sequences_equals_a_step_by_step_recomputation(recurrent_batch):
+    """PPO's objective on sequences (the cell re-run by ``lax.scan`` from the stored hidden state,
+    resetting at episode starts) equals the same terms computed one step at a time, with the
+    resets written out by hand."""
+    from purejaxppo import losses
+    from purejaxppo import networks as netlib
+    from purejaxppo.advantages import normalize_advantages
+
+    agent, params, batch = recurrent_batch
+    config, hp = agent.config, agent.config.hyperparams()
+    total, info = jax.jit(ppo_objective(agent.nets, config, hp, jnp.float32(1.0)))(params, batch)
+
+    initial = netlib.initial_carry(agent.nets, (4,))
+    carry, log_probs, values, entropies = batch.carry, [], [], []
+    for t in range(10):
+        start = batch.episode_start[t]
+        carry = jax.tree.map(lambda c, c0, s=start: jnp.where(s[:, None], c0, c), carry, initial)
+        carry, dist, value = netlib.policy_and_value_step(agent.nets, params, carry, batch.obs[t],
+                                                          jnp.zeros((4,), bool))
+        log_probs.append(dist.log_prob(batch.action[t]))
+        values.append(value)
+        entropies.append(dist.entropy())
+    log_prob, value = jnp.stack(log_probs), jnp.stack(values)
+    adv = normalize_advantages(batch.advantages)
+    policy_loss = losses.ppo_clip_loss(log_prob, batch.log_prob, adv, hp.clip_eps)
+    value_loss = losses.clipped_value_loss(value, batch.value, batch.targets, hp.clip_eps)
+    entropy = jnp.mean(jnp.stack(entropies))
+    assert abs(float(jnp.mean(jnp.abs(log_prob - batch.log_prob)))) > 1e-3  # off-policy
+    np.testing.assert_allclose(info.policy_loss, policy_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(info.value_loss, value_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(info.entropy, entropy, rtol=1e-5)
+    np.testing.assert_allclose(total, policy_loss + hp.vf_coef * value_loss
+                               - hp.ent_coef * entropy, rtol=1e-5, atol=1e-6)
+
+
+def test_recurrent_sequence_gradient_ignores_the_other_sequences(recurrent_batch):
+    """The gradient of one environment's log-likelihood through its sequence is the same
+    whatever the other sequences of the minibatch hold, and nothing flows into them."""
+    from purejaxppo.update import batch_policy
+
+    agent, params, batch = recurrent_batch
+
+    def log_lik(p, obs, carry, env):
+        dist = batch_policy(agent.nets, p, batch._replace(obs=obs, carry=carry))
+        return jnp.sum(dist.log_prob(batch.action)[:, env])
+
+    grad = jax.jit(jax.grad(log_lik, argnums=(0, 1, 2)), static_argnums=3)
+    g_params, g_obs, g_carry = grad(params, batch.obs, batch.carry, 1)
+    assert float(jnp.abs(g_obs[:, 1]).max()) > 0
+    others = np.array([0, 2, 3])
+    np.testing.assert_array_equal(g_obs[:, others], 0.0)
+    np.testing.assert_array_equal(g_carry["actor"][others], 0.0)
+    noisy_obs = batch.obs.at[:, others].add(jax.random.normal(jax.random.key(3), (10, 3, 3)))
+    noisy_carry = jax.tree.map(lambda c: c.at[others].add(1.0), batch.carry)
+    g_noisy = grad(params, noisy_obs, noisy_carry, 1)[0]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), g_params,
+                 g_noisy)
+
+
+def test_recurrent_minibatches_must_divide_the_environments():
+    with pytest.raises(ValueError, match="num_minibatches=3 must divide num_envs=4 for the "
+                                         "recurrent network 'gru'"):
+        make_agent(PPOConfig(network="gru", num_envs=4, num_steps=12, num_minibatches=3,
+                              total_timesteps=480))

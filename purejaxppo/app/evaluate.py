@@ -3,6 +3,7 @@
     run = purejaxppo.load("runs/CartPole-v1-20260101-120000")
     act = purejaxppo.policy(run.config)                     # purejaxppo.acting
     action = act(run.params, obs, key)
+    carry, action = act(run.params, carry, obs, key)        # a recurrent policy (gru, lstm)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from purejaxppo import networks as netlib
 from purejaxppo import normalize as norm
 from purejaxppo import rollout as rollout_lib
 from purejaxppo.acting import make_act, make_evaluate
@@ -142,14 +144,16 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
         obs, env_state = rollout_lib.reset_batch(env, k_reset[None])
 
         def step(carry, k):
-            obs, env_state = carry
+            net_carry, obs, env_state = carry
             k_act, k_env = jax.random.split(k)
-            action = act_flat(params, obs, k_act, deterministic, obs_stats)
+            net_carry, action = act_flat(params, net_carry, obs, k_act, deterministic, obs_stats)
             obs2, env_state2, reward, terminated, truncated, _ = step_env(k_env[None], env_state,
                                                                           action)
-            return (obs2, env_state2), (env_state, reward[0], terminated[0] | truncated[0])
+            return ((net_carry, obs2, env_state2),
+                    (env_state, reward[0], terminated[0] | truncated[0]))
 
-        _, (states, rewards, dones) = jax.lax.scan(step, (obs, env_state),
+        net_carry = netlib.initial_carry(agent.nets, (1,))
+        _, (states, rewards, dones) = jax.lax.scan(step, (net_carry, obs, env_state),
                                                    jax.random.split(key, limit))
         return states, rewards, dones
 

@@ -349,6 +349,8 @@ MORE_BAD_INPUTS = {
     "resume with imports": (["--resume", "A", "--imports", "mod"], "cannot take --imports"),
     "unknown network": (["--network", "transformer", "--out", "bad"],
                         "unknown network 'transformer'"),
+    "recurrent minibatches": (["--network", "gru", "--num-minibatches", "8", "--out", "bad"],
+                              "num_minibatches=8 must divide num_envs=4 for the recurrent"),
     "eval corrupt checkpoint": (["eval", "K"], "is corrupt"),
     "eval missing run": (["eval", "nowhere"], "does not exist"),
     "eval zero episodes": (["eval", "A", "--episodes", "0"], "must be a positive integer"),

@@ -247,3 +247,45 @@ def test_cnn_checkpoint_holds_a_convolution_and_acts_on_grids(cnn_run):
     actions = act(run.params, grids, jax.random.key(0))
     n = envs.make("Breakout-MinAtar").action_size
     assert actions.shape == (2,) and bool(jnp.all((actions >= 0) & (actions < n)))
+
+
+# --- --network gru: the hidden state in the checkpoint, resume, eval, load() and the policy.
+
+
+@pytest.fixture(scope="module")
+def gru_run(tmp_path_factory, cli_env):
+    work = tmp_path_factory.mktemp("gru")
+    proc = run_cli(["train", "--network", "gru", *TINY_FLAGS, "--hidden-sizes", "16",
+                    "--checkpoint-every", "4", "--no-progress", "--out", "GRU"], work, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    return work
+
+
+def test_gru_run_resumes_bit_for_bit_from_its_hidden_state(gru_run, cli_env):
+    """Resumed from update 4's checkpoint (which holds every environment's hidden state), the run
+    ends in the same checkpoint as the uninterrupted one."""
+    settings = json.loads((gru_run / "GRU" / "config.json").read_text())
+    assert settings["network"] == "gru"
+    shutil.copytree(gru_run / "GRU", gru_run / "RESUMED")
+    folder = gru_run / "RESUMED" / "checkpoints"
+    (folder / "ckpt-00000008.msgpack").unlink()
+    (folder / "latest").write_text("ckpt-00000004.msgpack\n")
+    proc = run_cli(["train", "--resume", "RESUMED", "--no-progress"], gru_run, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)")
+    final = "checkpoints/ckpt-00000008.msgpack"
+    assert (gru_run / "RESUMED" / final).read_bytes() == (gru_run / "GRU" / final).read_bytes()
+
+
+def test_gru_eval_and_load_act_with_the_carry(gru_run, cli_env):
+    proc = run_cli(["eval", "GRU", "--episodes", "4", "--deterministic"], gru_run, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    m = re.search(r"return (-?[\d.]+) ± ([\d.]+)", proc.stdout)
+    assert m and 8.0 <= float(m.group(1)) <= 500.0, proc.stdout
+    run = purejaxppo.load(gru_run / "GRU")
+    assert run.config.network == "gru"
+    act = purejaxppo.policy(run.config)
+    carry = purejaxppo.initial_carry(run.config, (2,))
+    carry, actions = act(run.params, carry, jnp.zeros((2, 4)), jax.random.key(0))
+    assert actions.shape == (2,) and jax.tree.leaves(carry)[0].shape == (2, 16)
+    assert float(jnp.abs(carry["actor"]).max()) > 0
