@@ -96,12 +96,14 @@ class Task(NamedTuple):
     total_timesteps: int
     target: float | None
     """Mean final return the GRU must reach (None: report only)."""
+    overrides: dict = {}
+    """This task's settings over :data:`SETTINGS` (the same for every network)."""
 
 
 TASKS = {
     "MemoryChain-L5-bsuite": Task("MemoryChain-L5-bsuite", 500_000, None),
     "MemoryChain-L30-bsuite": Task("MemoryChain-L30-bsuite", 1_000_000, None),
-    "CartPole-NoVelocity-v1": Task("CartPole-NoVelocity-v1", 1_000_000, 450.0),
+    "CartPole-NoVelocity-v1": Task("CartPole-NoVelocity-v1", 1_000_000, 450.0, {"lr": 5e-4}),
 }
 
 SETTINGS = dict(num_envs=16, num_steps=128, update_epochs=4, num_minibatches=4, lr=2.5e-4,
@@ -111,7 +113,8 @@ networks), 128 steps per rollout (the length of truncated backpropagation)."""
 
 
 def run(task: Task, network: str, seeds: int, steps: int | None) -> dict:
-    config = whole_rollouts(PPOConfig(env=task.env, network=network, **SETTINGS),
+    config = whole_rollouts(PPOConfig(env=task.env, network=network,
+                                      **{**SETTINGS, **task.overrides}),
                             steps or task.total_timesteps)
     keys = jax.random.split(jax.random.key(0), seeds)
     sharding = seed_sharding(seeds)
