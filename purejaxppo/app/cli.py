@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
             if layout is not None and distributed.several(layout):
-                distributed.leave(EXIT_USAGE)  # the others never reach JAX's exit barrier
+                distributed.leave(EXIT_USAGE)  # the others may never reach JAX's exit barrier
             return EXIT_USAGE
     if layout is not None and distributed.several(layout):
         distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything
