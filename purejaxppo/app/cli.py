@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
             if distributed.several(_LAYOUT) and _jax_started():
-                distributed.leave(EXIT_USAGE)  # the others never reach JAX's exit barrier
+                distributed.leave(EXIT_USAGE)  # the others may never reach JAX's exit barrier
             return EXIT_USAGE
     if distributed.several(_LAYOUT):
         distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything

@@ -44,6 +44,8 @@ MARGIN_S = 60
 """JAX's own initialisation and heartbeat timeouts exceed ours by this much."""
 BEAT_S = 1.0
 """How often each process bumps its counter and reads the others'."""
+LEAVE_GRACE_S = 3.0
+"""How long process 0 stays after an input error, so the others report theirs first."""
 PREFIX = "purejaxppo: error: "
 
 
@@ -206,11 +208,17 @@ def fail(message: str) -> None:
 
 
 def leave(code: int) -> None:
-    """Ends this process with ``code`` at once, when the others may never reach JAX's exit
-    barrier (an error that only this process found)."""
+    """Ends this process with ``code`` without JAX's exit barrier, which the others may never
+    reach (an error that only this process found). Process 0 first waits
+    :data:`LEAVE_GRACE_S` seconds, as the others end at once when its coordinator goes: so they
+    report their own error when they found it too."""
+    import jax
+
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
+        if jax.process_count() > 1 and jax.process_index() == 0:
+            time.sleep(LEAVE_GRACE_S)
     os._exit(code)
 
 

@@ -174,3 +174,26 @@ def test_a_process_that_dies_stops_the_other_with_one_line(tmp_path, env, killed
     expected = ("process 0: process 1 gave no sign of life for 5 s" if killed == 1
                 else "process 1: lost the coordinator (process 0)")
     one_line(other, expected)
+
+
+def test_bad_input_under_several_processes_ends_each_with_one_line(tmp_path, env):
+    """Seeds that do not split over every process's devices: each process says so and leaves
+    (exit 2) without waiting for JAX's exit barrier."""
+    port = free_port()
+    flags = [*TINY_FLAGS, "--num-seeds", "3", "--out", "run"]
+    commands = [[*PURE, "train", *flags, *pair_flags(port, i)] for i in (0, 1)]
+    start = time.monotonic()
+    with Group(commands, [env] * 2, tmp_path / "logs", cwd=tmp_path) as group:
+        results = group.wait(120, settle_s=2)
+    assert time.monotonic() - start < 100
+    expected = "3 runs do not split evenly over the 4 devices of 2 processes; use a multiple of 4"
+    assert results[0].code == 2, results[0]
+    one_line(results[0], expected)
+    # Process 0 waits a moment before taking the coordinator away, so process 1 normally reports
+    # the same problem; on a very slow machine it may instead learn that the coordinator left.
+    if "lost the coordinator" in results[1].err:
+        one_line(results[1], "process 1: lost the coordinator (process 0)")
+    else:
+        assert results[1].code == 2, results[1]
+        one_line(results[1], expected)
+    assert not (tmp_path / "run").exists()
