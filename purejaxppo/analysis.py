@@ -70,7 +70,7 @@ def policy_gradients(actor_params: dict, mb: Batch, nets: Networks, config: PPOC
 
     def grad_of(name: str) -> Array:
         def policy_loss(p: dict) -> Array:
-            log_prob = netlib.policy(nets, {"actor": p}, mb.obs).log_prob(mb.action)
+            log_prob = netlib.policy(nets, {"actor": p}, mb.obs, mb.action_mask).log_prob(mb.action)
             return policy_loss_value(name, log_prob, mb.log_prob, adv, hp, beta)
 
         return ravel_pytree(jax.grad(policy_loss)(actor_params))[0]

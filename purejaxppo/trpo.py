@@ -148,7 +148,7 @@ def policy_step(nets: Networks, actor_params: Any, batch: Batch, config: PPOConf
     theta, unravel = ravel_pytree(actor_params)
 
     def dist_of(flat: Array):
-        return netlib.policy(nets, {"actor": unravel(flat)}, batch.obs)
+        return netlib.policy(nets, {"actor": unravel(flat)}, batch.obs, batch.action_mask)
 
     old_dist = jax.lax.stop_gradient(dist_of(theta))
     advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
@@ -201,7 +201,7 @@ def make_trpo_rule(nets: Networks, config: PPOConfig) -> UpdateRule:
         actor_params, info = policy_step(nets, params["actor"], batch, config, hp)
         params = {**params, "actor": actor_params}
 
-        dist = netlib.policy(nets, params, batch.obs)
+        dist = netlib.policy(nets, params, batch.obs, batch.action_mask)
         log_prob = dist.log_prob(batch.action)
         advantages = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
         k1, k3 = losses.approx_kl(log_prob, batch.log_prob)

@@ -36,6 +36,8 @@ class Batch(NamedTuple):
     value: Array
     advantages: Array
     targets: Array
+    action_mask: Array | None = None
+    """The valid actions of each row (environments with action masks), else None."""
 
 
 class LossInfo(NamedTuple):
@@ -143,7 +145,7 @@ def ppo_objective(nets: Networks, config: PPOConfig, hp: Hyperparams, beta: Arra
     """
 
     def objective(params: dict, batch: Batch) -> tuple[Array, LossInfo]:
-        dist, value = netlib.policy_and_value(nets, params, batch.obs)
+        dist, value = netlib.policy_and_value(nets, params, batch.obs, batch.action_mask)
         log_prob = dist.log_prob(batch.action)
         adv = normalize_advantages(batch.advantages) if config.norm_adv else batch.advantages
         if switch is None:
@@ -214,7 +216,8 @@ def update_kl_beta(nets: Networks, params: dict, batch: Batch, beta: Array, hp: 
                    ) -> Array:
     """The next update's KL coefficient, from the KL of this whole update: ``mean((r - 1) -
     log r)`` of the new parameters on the rollout's samples (:func:`adapt_kl_beta`)."""
-    log_ratio = netlib.policy(nets, params, batch.obs).log_prob(batch.action) - batch.log_prob
+    dist = netlib.policy(nets, params, batch.obs, batch.action_mask)
+    log_ratio = dist.log_prob(batch.action) - batch.log_prob
     kl = jnp.mean(jnp.expm1(log_ratio) - log_ratio)
     return adapt_kl_beta(beta, kl, hp.kl_target)
 

@@ -121,9 +121,9 @@ def check_spaces(env: Env) -> None:
     if isinstance(act, Box) and len(act.shape) != 1:
         raise ValueError(f"environment {env.env_id!r} has a Box action space of shape "
                          f"{act.shape}; purejaxppo trains on 1-D Box actions")
-    if isinstance(act, MultiDiscrete):
+    if isinstance(act, MultiDiscrete) and (not act.nvec or min(act.nvec) < 1):
         raise ValueError(f"environment {env.env_id!r} has a MultiDiscrete action space "
-                         f"{act.nvec}; purejaxppo trains on Discrete and 1-D Box actions")
-    if not isinstance(act, (Box, Discrete)):
+                         f"{act.nvec}; every factor needs at least one value")
+    if not isinstance(act, (Box, Discrete, MultiDiscrete)):
         raise ValueError(f"environment {env.env_id!r} has an action space {act!r}; purejaxppo "
-                         "trains on Discrete and 1-D Box actions")
+                         "trains on Discrete, MultiDiscrete and 1-D Box actions")
