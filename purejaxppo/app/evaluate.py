@@ -92,6 +92,10 @@ CLASSIC_CONTROL = VISUALIZED[:5]
 def gif_requirements(env_id: str) -> str | None:
     """Why an episode of ``env_id`` cannot be rendered here (with the fix), or None if it can."""
     env_id = env_id.removeprefix("gymnax:")
+    prefix, sep, _ = env_id.partition(":")
+    if sep:
+        return (f"--gif draws gymnax environments only; {env_id} is a {prefix}: environment, which "
+                "purejaxppo cannot render yet. Drop --gif (evaluation works without it)")
     if env_id not in VISUALIZED:
         return (f"gymnax's Visualizer cannot draw {env_id}; it draws {', '.join(VISUALIZED)}. "
                 "Drop --gif")
@@ -128,7 +132,8 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
         def step(carry, k):
             obs, env_state = carry
             k_act, k_env = jax.random.split(k)
-            action = act_flat(params, obs, k_act, deterministic, obs_stats)
+            mask = jax.vmap(env.action_mask)(env_state) if env.masked else None
+            action = act_flat(params, obs, k_act, deterministic, obs_stats, mask)
             obs2, env_state2, reward, terminated, truncated, _ = step_env(k_env[None], env_state,
                                                                           action)
             return (obs2, env_state2), (env_state, reward[0], terminated[0] | truncated[0])

@@ -1,9 +1,13 @@
 """The Jumanji adapter: ``jumanji:NAME`` (``jumanji:Snake-v1``), with Jumanji's action masks.
 
-A Jumanji environment steps ``(state, action) -> (state, timestep)`` without auto-reset; its own
-time limit ends an episode with ``discount > 0`` (truncation), a terminal state with
-``discount == 0`` (termination); the adapter keeps the two apart and leaves the reset to
-:class:`purejaxppo.envs.core.Env`, so ``final_obs`` is the real last observation.
+A Jumanji environment steps ``(state, action) -> (state, timestep)`` without auto-reset. An
+episode that ends with ``discount == 0`` terminated, one that ends with ``discount > 0`` was
+truncated. Several environments (Snake among them) end at their ``time_limit`` with
+``discount == 0``, as if the clock were a terminal state; for every environment whose
+constructor takes a ``time_limit`` the adapter therefore makes it with no limit and gives its
+default limit to :class:`purejaxppo.envs.core.Env` (``max_episode_steps``), which truncates there
+and resets, so ``final_obs`` is the real last observation and the clock never reads as a
+termination.
 
 Observations (NamedTuples of arrays) are flattened to one float32 vector, the ``action_mask``
 field left out: the adapter provides it as ``action_mask(state)`` instead, and the policy gives
@@ -17,6 +21,7 @@ environment, so the joint mask is applied exactly.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any, NamedTuple
 
@@ -29,6 +34,9 @@ from purejaxppo.envs import spaces, suites
 Array = jax.Array
 
 NEEDS_DOWNLOAD = {"Sokoban-v0": "downloads its level data set when created"}
+
+NO_LIMIT = 2**31 - 1
+"""The ``time_limit`` an environment is made with when the protocol enforces its limit."""
 
 
 class JumanjiState(NamedTuple):
@@ -55,12 +63,6 @@ class JumanjiAdapter:
     joint_nvec: tuple[int, ...] = ()
     """The factors a joint Discrete action is unravelled into; ``()`` otherwise."""
     max_episode_steps: int | None = None
-
-    @property
-    def episode_limit(self) -> int | None:
-        """The environment's own time limit, if it has one."""
-        limit = getattr(self.env, "time_limit", None)
-        return None if limit is None else int(limit)
 
     def _mask(self, obs: Any) -> Array | None:
         mask = getattr(obs, "action_mask", None)
@@ -130,9 +132,14 @@ def make(name: str, env_id: str = "") -> Any:
     if name not in known:
         raise suites.unknown_name("jumanji", name, known)
     env = jumanji.make(name)
+    limit = None
+    if "time_limit" in inspect.signature(type(env).__init__).parameters and getattr(
+            env, "time_limit", None):
+        limit = int(env.time_limit)
+        env = jumanji.make(name, time_limit=NO_LIMIT)
     action_space, joint, masked = _spaces(env, env_id or f"jumanji:{name}")
     cls = JumanjiAdapter if masked else UnmaskedJumanjiAdapter
-    adapter = cls(env, spaces.Box.of((1,)), action_space, joint)
+    adapter = cls(env, spaces.Box.of((1,)), action_space, joint, limit)
     size = suites.flat_size(adapter.reset)
     return dataclasses.replace(adapter, observation_space=spaces.Box.of((size,)))
 
