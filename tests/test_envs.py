@@ -278,7 +278,7 @@ def test_masked_multidiscrete_env_never_gets_an_invalid_action_and_learns(regist
     registered("Lock-v0", Lock)
     env = envs.make("Lock-v0")
     assert env.masked and env.discrete and env.action_nvec == (3, 4) and env.action_size == 7
-    config = PPOConfig(env="Lock-v0", total_timesteps=40 * 512, num_envs=8, num_steps=64,
+    config = PPOConfig(env="Lock-v0", total_timesteps=20 * 512, num_envs=8, num_steps=64,
                        lr=3e-3, ent_coef=0.0)
     # The rollout stores each step's mask; every sampled action is valid under it.
     nets = netlib.make_networks(env, config)

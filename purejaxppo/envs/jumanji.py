@@ -12,7 +12,8 @@ termination.
 Observations (NamedTuples of arrays) are flattened to one float32 vector, the ``action_mask``
 field left out: the adapter provides it as ``action_mask(state)`` instead, and the policy gives
 invalid actions probability exactly 0. Action spaces: ``DiscreteArray`` -> Discrete;
-``MultiDiscreteArray`` -> MultiDiscrete (a factorised policy), or, when the environment's mask
+``MultiDiscreteArray`` -> MultiDiscrete (a factorised policy; a mask per factor, as the
+multi-agent tasks' ``[agents, actions]``, masks each factor), or, when the environment's mask
 is a joint one over all factors (``action_mask`` of shape ``num_values``, as Minesweeper's
 ``[rows, cols]``), Discrete over the joint actions, each unravelled to its factors for the
 environment, so the joint mask is applied exactly.
@@ -107,11 +108,11 @@ def _spaces(env: Any, env_id: str) -> tuple[spaces.Space, tuple[int, ...], bool]
             return spaces.MultiDiscrete(nvec), (), False
         if mask_shape == nvec:
             return spaces.Discrete(math.prod(nvec)), nvec, True
-        if mask_shape == (sum(nvec),):
+        if mask_shape == (sum(nvec),) or (len(set(nvec)) == 1 and mask_shape == (len(nvec), nvec[0])):
             return spaces.MultiDiscrete(nvec), (), True
         raise ValueError(f"environment {env_id!r} has a MultiDiscrete action space {nvec} with "
                          f"an action mask of shape {mask_shape}; purejaxppo takes a mask per "
-                         f"factor value ({sum(nvec)},) or a joint one {nvec}")
+                         f"factor value ({sum(nvec)},) or ({len(nvec)}, n), or a joint one {nvec}")
     raise ValueError(f"environment {env_id!r} has a {type(spec).__name__} action space; "
                      "purejaxppo trains on Jumanji's DiscreteArray and MultiDiscreteArray actions")
 

@@ -65,3 +65,20 @@ def test_jumanji_trains_and_evaluates_and_bad_names_are_named():
         envs.make("jumanji:Snak-v1")
     with pytest.raises(ValueError, match="downloads its level data"):
         envs.make("jumanji:Sokoban-v0")
+
+
+def test_multi_agent_masks_mask_each_factor_of_a_multidiscrete_space():
+    """LevelBasedForaging: 2 agents x 6 actions, a mask per agent: a factorised policy whose
+    factors are masked by their own rows; sampled actions are valid for both agents."""
+    env = check_reset_and_step("jumanji:LevelBasedForaging-v0", spaces.MultiDiscrete((6, 6)))
+    assert env.masked and env.action_size == 12
+    config = PPOConfig(env="jumanji:LevelBasedForaging-v0", hidden_sizes=(16,))
+    nets = netlib.make_networks(env, config)
+    params = netlib.init_networks(jax.random.key(0), nets, env.obs_size)
+    carry = rollout.init_env_carry(env, jax.random.key(1), 8)
+    _, traj, _ = rollout.collect(env, nets, params, carry, jax.random.key(2), 32, 0.99,
+                                 False, False)
+    mask, action = np.asarray(traj.action_mask), np.asarray(traj.action)
+    assert not mask.all()
+    assert np.take_along_axis(mask[..., :6], action[..., :1], -1).all()
+    assert np.take_along_axis(mask[..., 6:], action[..., 1:], -1).all()

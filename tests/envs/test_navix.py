@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from suite_checks import check_reset_and_step, check_trains_and_evaluates, check_truncation_keeps_final_obs
+import numpy as np
+from suite_checks import (
+    SMALL,
+    check_reset_and_step,
+    check_trains_and_evaluates,
+    check_truncation_keeps_final_obs,
+)
 
+from purejaxppo import PPOConfig, sweep
 from purejaxppo.envs import spaces
 
 
@@ -16,3 +23,11 @@ def test_navix_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
     # Action 1 turns without moving: the episode cannot reach the goal at this step.
     check_truncation_keeps_final_obs(env, state.replace(t=jnp.asarray(99)), jnp.asarray(1))
     check_trains_and_evaluates("navix:Navix-Empty-5x5-v0")
+
+
+def test_navix_sweeps_a_grid_of_learning_rates():
+    result = sweep(PPOConfig(env="navix:Navix-Empty-5x5-v0", **SMALL), seeds=2,
+                   grid={"lr": [1e-3, 3e-4]})
+    assert result.shape == (2, 2)
+    loss = np.asarray(result.result.metrics["value_loss"])
+    assert loss.shape[:2] == (2, 2) and np.isfinite(loss).all()
