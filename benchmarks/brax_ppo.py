@@ -13,7 +13,9 @@ takes ``batch_size * num_minibatches`` unrolls of ``unroll_length`` steps from `
 environments; purejaxppo's rollout is ``num_envs`` x ``batch_size * num_minibatches *
 unroll_length / num_envs`` steps, the same data. Differences that remain: Brax squashes its
 Gaussian with tanh (purejaxppo clips), Brax bootstraps on its whole unroll sequences
-(purejaxppo runs GAE over the whole rollout), and reward scaling (1 here, so none).
+(purejaxppo runs GAE over the whole rollout), and reward scaling (1 here, so none). Brax 0.14's
+trainer calls ``jax.device_put_replicated``, which jax 0.10 removed; this module puts an
+equivalent in its place (``_replicate``) before calling it.
 
 Measured for each trainer: compile time (purejaxppo: ``compile_and_time``; Brax: its first
 training epoch minus its second, both of the same size), env steps per second of training after
@@ -90,9 +92,20 @@ def run_ours(name: str, s: dict, budget: int) -> dict:
             "final_return": float(np.mean(np.asarray(returns)))}
 
 
+def _replicate(tree, devices):
+    """``jax.device_put_replicated``: removed from jax 0.10, still called by Brax 0.14's trainer;
+    the same result, a leading axis of one copy per device."""
+    return jax.tree.map(lambda x: jax.numpy.stack([x] * len(devices)), tree)
+
+
 def run_brax(name: str, s: dict, budget: int) -> dict:
     from brax import envs as brax_envs
     from brax.training.agents.ppo import train as brax_ppo
+
+    try:
+        jax.device_put_replicated  # noqa: B018
+    except AttributeError:
+        jax.device_put_replicated = _replicate
 
     marks: list[tuple[float, int, dict]] = []
 
