@@ -121,8 +121,8 @@ def make(name: str, env_id: str = "") -> Any:
     """The adapter of Jumanji's ``name`` (its default settings).
 
     Raises:
-        ValueError: an unknown name (with the close ones), one that downloads data, or an action
-            space or mask purejaxppo cannot train on (naming it).
+        ValueError: an unknown name (with the close ones), one that downloads data, one with a
+            reward per agent, or an action space or mask purejaxppo cannot train on (naming it).
     """
     import jumanji
 
@@ -138,7 +138,12 @@ def make(name: str, env_id: str = "") -> Any:
             env, "time_limit", None):
         limit = int(env.time_limit)
         env = jumanji.make(name, time_limit=NO_LIMIT)
-    action_space, joint, masked = _spaces(env, env_id or f"jumanji:{name}")
+    env_id = env_id or f"jumanji:{name}"
+    reward_shape = tuple(getattr(env.reward_spec, "shape", ()))
+    if reward_shape != ():
+        raise ValueError(f"environment {env_id!r} gives a reward of shape {reward_shape} (one per "
+                         "agent); purejaxppo trains on a single scalar reward")
+    action_space, joint, masked = _spaces(env, env_id)
     cls = JumanjiAdapter if masked else UnmaskedJumanjiAdapter
     adapter = cls(env, spaces.Box.of((1,)), action_space, joint, limit)
     size = suites.flat_size(adapter.reset)

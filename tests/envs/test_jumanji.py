@@ -67,12 +67,12 @@ def test_jumanji_trains_and_evaluates_and_bad_names_are_named():
         envs.make("jumanji:Sokoban-v0")
 
 
-def test_multi_agent_masks_mask_each_factor_of_a_multidiscrete_space():
-    """LevelBasedForaging: 2 agents x 6 actions, a mask per agent: a factorised policy whose
-    factors are masked by their own rows; sampled actions are valid for both agents."""
-    env = check_reset_and_step("jumanji:LevelBasedForaging-v0", spaces.MultiDiscrete((6, 6)))
+def test_masks_per_agent_mask_each_factor_of_a_multidiscrete_space():
+    """Cleaner: 3 agents x 4 moves, one scalar reward, a mask per agent: a factorised policy whose
+    factors are masked by their own rows; sampled actions are valid for every agent."""
+    env = check_reset_and_step("jumanji:Cleaner-v0", spaces.MultiDiscrete((4, 4, 4)))
     assert env.masked and env.action_size == 12
-    config = PPOConfig(env="jumanji:LevelBasedForaging-v0", hidden_sizes=(16,))
+    config = PPOConfig(env="jumanji:Cleaner-v0", hidden_sizes=(16,))
     nets = netlib.make_networks(env, config)
     params = netlib.init_networks(jax.random.key(0), nets, env.obs_size)
     carry = rollout.init_env_carry(env, jax.random.key(1), 8)
@@ -80,5 +80,8 @@ def test_multi_agent_masks_mask_each_factor_of_a_multidiscrete_space():
                                  False, False)
     mask, action = np.asarray(traj.action_mask), np.asarray(traj.action)
     assert not mask.all()
-    assert np.take_along_axis(mask[..., :6], action[..., :1], -1).all()
-    assert np.take_along_axis(mask[..., 6:], action[..., 1:], -1).all()
+    for i in range(3):
+        rows = mask[..., 4 * i:4 * i + 4]
+        assert np.take_along_axis(rows, action[..., i:i + 1], -1).all()
+    with pytest.raises(ValueError, match=r"reward of shape \(2,\) \(one per agent\)"):
+        envs.make("jumanji:LevelBasedForaging-v0")
