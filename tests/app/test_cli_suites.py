@@ -58,11 +58,11 @@ def test_suite_env_trains_resumes_bit_for_bit_and_evaluates(run, work, cli_env):
 
 
 def test_load_and_policy_of_a_suite_run_respect_the_mask(run):
-    loaded = purejaxppo.load(run)
-    assert loaded.config.env == ENV
+    loaded = purejaxppo.load(run)  # seed 0's parameters
+    assert loaded.config.env == ENV and loaded.update == 4
     act = purejaxppo.policy(loaded.config)
     env = envs.make(ENV)
-    params = jax.tree.map(lambda x: x[0], loaded.params)
+    params = loaded.params
     obs, state = jax.vmap(env.adapter.reset)(jax.random.split(jax.random.key(0), 32))
     mask = np.asarray(state.action_mask)
     assert not mask.all()
