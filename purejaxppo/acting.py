@@ -8,6 +8,10 @@ A recurrent policy (``network="gru"`` or ``"lstm"``) takes and returns its hidde
 
     carry = purejaxppo.initial_carry(config)            # at the start of every episode
     carry, action = act(params, carry, obs, key)
+
+An environment with action masks takes the valid actions too:
+
+    action = act(params, obs, key, action_mask=mask)    # only among the valid actions
 """
 
 from __future__ import annotations
@@ -29,20 +33,24 @@ Array = jax.Array
 
 
 def make_act(agent: Agent) -> Callable[..., tuple[Any, Array]]:
-    """``act_flat(params, carry, flat_obs [*batch, obs_size], key, deterministic, obs_stats) ->
-    (carry, action)``: the policy on observations already flattened by :mod:`purejaxppo.envs`.
-    ``carry`` is the recurrent hidden state (``()`` for feed-forward networks, returned as is)."""
+    """``act_flat(params, carry, flat_obs [*batch, obs_size], key, deterministic, obs_stats,
+    action_mask=None) -> (carry, action)``: the policy on observations already flattened by
+    :mod:`purejaxppo.envs`, restricted to the valid actions when ``action_mask`` (bool
+    ``[*batch, action_size]``) is given. ``carry`` is the recurrent hidden state (``()`` for
+    feed-forward networks, returned as is)."""
     config = agent.config
 
     def act_flat(params: dict, carry: Any, x: Array, key: Array | None, deterministic: bool,
-                 obs_stats: norm.RunningStats | None) -> tuple[Any, Array]:
+                 obs_stats: norm.RunningStats | None, action_mask: Array | None = None
+                 ) -> tuple[Any, Array]:
         if config.normalize_obs and obs_stats is None:
             raise ValueError("this policy was trained with normalize_obs: pass "
                              "obs_stats=load(run_dir).obs_stats")
         if not deterministic and key is None:
             raise ValueError("sampling an action needs a key; pass key= or deterministic=True")
         stats = obs_stats if config.normalize_obs else None
-        return evaluation.act(agent.env, agent.nets, params, carry, x, key, deterministic, stats)
+        return evaluation.act(agent.env, agent.nets, params, carry, x, key, deterministic, stats,
+                              action_mask)
 
     return act_flat
 
@@ -56,7 +64,8 @@ def initial_carry(config: PPOConfig, batch_shape: tuple[int, ...] = (),
 
 
 def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[..., Any]:
-    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None) -> action``; for a
+    """``act(params, obs, key=None, *, deterministic=False, obs_stats=None, action_mask=None)
+    -> action``; for a
     recurrent network ``act(params, carry, obs, key=None, ...) -> (carry, action)``, starting each
     episode from :func:`initial_carry` (the carry holds the history of the episode).
 
@@ -65,6 +74,9 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
     ``key``; ``deterministic=True`` returns the most likely action (Discrete) or the mean (Box).
     Box actions are clipped to the action space. A config with ``normalize_obs`` needs the
     training run's ``obs_stats`` (``load(...).obs_stats``). ``networks``: as for ``make_train``.
+    For an environment with action masks, pass the observation's ``action_mask`` (bool,
+    ``[*batch, action_size]``; what ``env.action_mask(state)`` gives): invalid actions are then
+    never chosen. Without it every action is allowed.
 
     Raises:
         ValueError: (from ``act``) an observation whose trailing shape is not the environment's.
@@ -84,13 +96,14 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
         return jax.vmap(env.flatten)(obs.reshape(-1, *obs_shape)).reshape(*batch, env.obs_size)
 
     def act(params: dict, obs: Array, key: Array | None = None, *, deterministic: bool = False,
-            obs_stats: norm.RunningStats | None = None) -> Array:
-        return act_flat(params, (), flat_obs(obs), key, deterministic, obs_stats)[1]
+            obs_stats: norm.RunningStats | None = None, action_mask: Array | None = None
+            ) -> Array:
+        return act_flat(params, (), flat_obs(obs), key, deterministic, obs_stats, action_mask)[1]
 
     def act_recurrent(params: dict, carry: Any, obs: Array, key: Array | None = None, *,
-                      deterministic: bool = False, obs_stats: norm.RunningStats | None = None
-                      ) -> tuple[Any, Array]:
-        return act_flat(params, carry, flat_obs(obs), key, deterministic, obs_stats)
+                      deterministic: bool = False, obs_stats: norm.RunningStats | None = None,
+                      action_mask: Array | None = None) -> tuple[Any, Array]:
+        return act_flat(params, carry, flat_obs(obs), key, deterministic, obs_stats, action_mask)
 
     return act_recurrent if netlib.is_recurrent(agent.nets) else act
 

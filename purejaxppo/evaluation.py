@@ -12,10 +12,9 @@ import jax.numpy as jnp
 
 from purejaxppo import networks as netlib
 from purejaxppo import normalize as norm
-from purejaxppo.distributions import Categorical, DiagGaussian
-from purejaxppo.envs import Env
+from purejaxppo.envs import Box, Env
 from purejaxppo.networks import Networks
-from purejaxppo.rollout import reset_batch
+from purejaxppo.rollout import action_noise, reset_batch
 
 Array = jax.Array
 
@@ -30,21 +29,21 @@ def episode_limit(env: Env) -> int:
 
 
 def act(env: Env, nets: Networks, params: dict, carry: Any, obs: Array, key: Array | None,
-        deterministic: bool, obs_stats: norm.RunningStats | None) -> tuple[Any, Array]:
+        deterministic: bool, obs_stats: norm.RunningStats | None,
+        action_mask: Array | None = None) -> tuple[Any, Array]:
     """``(carry, actions)`` for flat observations ``[*batch, obs_size]``: the most likely action
     (Discrete) or the mean (Box) when ``deterministic``, else a sample; Box actions clipped to
     the space. ``obs_stats`` normalises the observations when given; ``carry`` is a recurrent
-    policy's hidden state (``()`` for feed-forward ones), advanced one step."""
+    policy's hidden state (``()`` for feed-forward ones), advanced one step; ``action_mask``
+    (bool ``[*batch, action_size]``) restricts the policy to the valid actions."""
     if obs_stats is not None:
         obs = norm.normalize(obs_stats, obs)
     carry, dist = netlib.policy_step(nets, params, carry, obs, jnp.zeros(obs.shape[:-1], bool))
-    if deterministic:
-        action = dist.mode()
-    else:
-        dist_cls = Categorical if env.discrete else DiagGaussian
-        action = dist.sample(dist_cls.noise(key, obs.shape[:-1], env.action_size))
-    if not env.discrete:
-        space = env.action_space
+    if action_mask is not None:
+        dist = dist.masked(action_mask)
+    action = dist.mode() if deterministic else dist.sample(action_noise(env, key, obs.shape[:-1]))
+    space = env.action_space
+    if isinstance(space, Box):
         action = jnp.clip(action, jnp.asarray(space.low, jnp.float32),
                           jnp.asarray(space.high, jnp.float32))
     return carry, action
@@ -73,7 +72,9 @@ def run_episodes(env: Env, nets: Networks, params: dict, obs_stats: norm.Running
     def step(carry: tuple) -> tuple:
         t, key, hidden, obs, env_state, ret, length, done = carry
         key, k_act, k_env = jax.random.split(key, 3)
-        hidden, action = act(env, nets, params, hidden, obs, k_act, deterministic, obs_stats)
+        mask = jax.vmap(env.action_mask)(env_state) if env.masked else None
+        hidden, action = act(env, nets, params, hidden, obs, k_act, deterministic, obs_stats,
+                             mask)
         obs, env_state, reward, terminated, truncated, _ = step_env(
             jax.random.split(k_env, episodes), env_state, action)
         ret = ret + jnp.where(done, 0.0, reward)

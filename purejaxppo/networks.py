@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.distributions import Categorical, DiagGaussian, MaskedCategorical, MultiCategorical
 
 Array = jax.Array
 
@@ -56,6 +56,15 @@ class MLP(nn.Module):
         return x
 
 
+Policy = Categorical | MaskedCategorical | MultiCategorical | DiagGaussian
+
+
+def categorical(logits: Array, nvec: tuple[int, ...] = ()) -> Categorical | MultiCategorical:
+    """The categorical policy of ``logits``: factorised over ``nvec`` when it is given
+    (MultiDiscrete actions)."""
+    return MultiCategorical.of(logits, tuple(nvec)) if nvec else Categorical(logits)
+
+
 class Actor(nn.Module):
     """Policy network: logits (Discrete) or Gaussian mean plus a free ``log_std`` (Box)."""
 
@@ -63,14 +72,16 @@ class Actor(nn.Module):
     action_size: int
     discrete: bool
     activation: str = "tanh"
+    nvec: tuple[int, ...] = ()
+    """MultiDiscrete factor sizes (``action_size == sum(nvec)`` logits); ``()`` otherwise."""
     head_scale = 0.01
     """Gain of the last layer: a near-uniform (near zero-mean) initial policy."""
 
     @nn.compact
-    def __call__(self, obs: Array) -> Categorical | DiagGaussian:
+    def __call__(self, obs: Array) -> Policy:
         out = MLP(self.hidden_sizes, self.action_size, self.activation, self.head_scale)(obs)
         if self.discrete:
-            return Categorical(out)
+            return categorical(out, self.nvec)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
         return DiagGaussian(out, log_std)
 
@@ -98,8 +109,11 @@ class Networks(NamedTuple):
     value wherever ``episode_start`` is True, before that step (see :class:`RecurrentActor`).
 
     ``actor.apply(params["actor"], obs)`` returns the policy, a
-    :class:`~purejaxppo.distributions.Categorical` (Discrete actions) or
-    :class:`~purejaxppo.distributions.DiagGaussian` (Box actions); ``critic.apply(params["critic"],
+    :class:`~purejaxppo.distributions.Categorical` (Discrete actions),
+    :class:`~purejaxppo.distributions.MultiCategorical` (MultiDiscrete actions:
+    :func:`categorical` of the ``env.action_size`` logits and ``env.action_nvec``) or
+    :class:`~purejaxppo.distributions.DiagGaussian` (Box actions); an action mask is applied
+    outside the actor (:func:`policy`), so actors never see one; ``critic.apply(params["critic"],
     obs)`` returns ``V(obs)`` without the last axis. ``obs`` is ``[..., obs_size]``: the flat float32
     observation of :mod:`purejaxppo.envs` (a module that wants the raw shape, like a CNN,
     reshapes it with ``env.obs_shape``). Every caller (rollout, objectives, TRPO, acting) goes
@@ -125,7 +139,7 @@ NetworkFactory = Callable[[Any, Any], Networks]
 def mlp_networks(env: Any, config: Any) -> Networks:
     """Separate MLPs of ``config.hidden_sizes`` with ``config.activation`` (the default)."""
     return Networks(actor=Actor(tuple(config.hidden_sizes), env.action_size, env.discrete,
-                                config.activation),
+                                config.activation, env.action_nvec),
                     critic=Critic(tuple(config.hidden_sizes), config.activation))
 
 
@@ -169,13 +183,15 @@ class CNNActor(nn.Module):
     action_size: int
     discrete: bool
     activation: str = "relu"
+    nvec: tuple[int, ...] = ()
+    """MultiDiscrete factor sizes; ``()`` otherwise."""
 
     @nn.compact
-    def __call__(self, obs: Array) -> Categorical | DiagGaussian:
+    def __call__(self, obs: Array) -> Policy:
         x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation)(obs)
         out = _head(self.action_size, Actor.head_scale)(x)
         if self.discrete:
-            return Categorical(out)
+            return categorical(out, self.nvec)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
         return DiagGaussian(out, log_std)
 
@@ -204,7 +220,7 @@ def cnn_networks(env: Any, config: Any) -> Networks:
                          f"{env.env_id} observes shape {env.obs_shape}; use network='mlp'")
     shape, hidden = tuple(env.obs_shape), tuple(config.hidden_sizes)
     return Networks(actor=CNNActor(shape, hidden, env.action_size, env.discrete,
-                                   config.activation),
+                                   config.activation, env.action_nvec),
                     critic=CNNCritic(shape, hidden, config.activation))
 
 
@@ -366,9 +382,11 @@ def make_networks(env: Any, config: Any) -> Networks:
     return nets
 
 
-def policy(nets: Networks, params: dict, obs: Array) -> Categorical | DiagGaussian:
-    """The policy ``pi(. | obs)``."""
-    return nets.actor.apply(params["actor"], obs)
+def policy(nets: Networks, params: dict, obs: Array, action_mask: Array | None = None) -> Policy:
+    """The policy ``pi(. | obs)``; restricted to the valid actions when ``action_mask`` (bool,
+    ``[..., action_size]``) is given (invalid ones get probability exactly 0)."""
+    dist = nets.actor.apply(params["actor"], obs)
+    return dist if action_mask is None else dist.masked(action_mask)
 
 
 def value(nets: Networks, params: dict, obs: Array) -> Array:
@@ -376,10 +394,10 @@ def value(nets: Networks, params: dict, obs: Array) -> Array:
     return nets.critic.apply(params["critic"], obs)
 
 
-def policy_and_value(nets: Networks, params: dict, obs: Array
-                     ) -> tuple[Categorical | DiagGaussian, Array]:
-    """``(pi(. | obs), V(obs))``."""
-    return policy(nets, params, obs), value(nets, params, obs)
+def policy_and_value(nets: Networks, params: dict, obs: Array, action_mask: Array | None = None
+                     ) -> tuple[Policy, Array]:
+    """``(pi(. | obs), V(obs))`` (``action_mask`` as for :func:`policy`)."""
+    return policy(nets, params, obs, action_mask), value(nets, params, obs)
 
 
 def initial_carry(nets: Networks, batch_shape: tuple[int, ...]) -> Any:

@@ -38,6 +38,9 @@ class Transition(NamedTuple):
     """The episode hit its time limit: bootstrap from ``V(final_obs)``."""
     final_obs: Array
     """The observation the step ended in, before any auto-reset (normalised like ``obs``)."""
+    action_mask: Array | None = None
+    """The valid actions in ``obs`` (``bool[action_size]``) for an environment with action masks,
+    re-applied to the new policy by the update; None otherwise."""
     carry: Any = None
     """Recurrent networks: the hidden state the step started from, before its episode-start
     reset (``{"actor": ..., "critic": ...}``); None for feed-forward networks."""
@@ -119,6 +122,13 @@ def init_recurrent(nets: netlib.Networks | None, num_envs: int) -> RecurrentCarr
                           episode_start=jnp.ones((num_envs,), bool))
 
 
+def action_noise(env: Env, key: Array, shape: tuple[int, ...]) -> Array:
+    """The sampling noise of ``shape`` actions of ``env``'s policy: Gumbel (categorical policies)
+    or standard normal (Gaussian), ``[*shape, env.action_size]``."""
+    dist_cls = Categorical if env.discrete else DiagGaussian
+    return dist_cls.noise(key, shape, env.action_size)
+
+
 def observe(normalizer: Normalizer, obs: Array, normalize_obs: bool) -> Array:
     """The observation as the networks see it."""
     return norm.normalize(normalizer.obs, obs) if normalize_obs else obs
@@ -142,8 +152,7 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
     """
     num_envs = carry.obs.shape[0]
     k_noise, k_env, k_reset = jax.random.split(key, 3)
-    dist_cls = Categorical if env.discrete else DiagGaussian
-    noise = dist_cls.noise(k_noise, (num_steps, num_envs), env.action_size)
+    noise = action_noise(env, k_noise, (num_steps, num_envs))
     env_keys = jax.random.split(k_env, (num_steps, num_envs))
     resets = None
     if num_steps * num_envs * env.state_nbytes() <= PREDRAWN_RESET_BYTES:
@@ -157,12 +166,14 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
         if normalize_obs:
             normalizer = normalizer._replace(obs=norm.update_stats(normalizer.obs, c.obs))
         obs = observe(normalizer, c.obs, normalize_obs)
+        mask = jax.vmap(env.action_mask)(c.env_state) if env.masked else None
         rec = c.recurrent
         if rec is None:
-            dist, value = netlib.policy_and_value(nets, params, obs)
+            dist, value = netlib.policy_and_value(nets, params, obs, mask)
         else:
             hidden, dist, value = netlib.policy_and_value_step(nets, params, rec.hidden, obs,
                                                                rec.episode_start)
+            dist = dist if mask is None else dist.masked(mask)
         action = dist.sample(step_noise)
         log_prob = dist.log_prob(action)
         next_obs, env_state, reward, terminated, truncated, final_obs = env_step(
@@ -197,7 +208,7 @@ def collect(env: Env, nets: netlib.Networks, params: dict, carry: EnvCarry, key:
                                 final_obs=final_obs,
                                 carry=None if rec is None else rec.hidden,
                                 episode_start=None if rec is None else rec.episode_start,
-                                final_value=final_value)
+                                final_value=final_value, action_mask=mask)
         carry = EnvCarry(env_state=env_state, obs=next_obs, episode=episode,
                          normalizer=normalizer, recurrent=recurrent)
         return (carry, sums), transition

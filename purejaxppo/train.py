@@ -196,7 +196,8 @@ def advantages_batch(agent: Agent, params: dict, env_carry: rollout_lib.EnvCarry
         return x.reshape(config.batch_size, *x.shape[2:])
 
     return Batch(obs=flat(traj.obs), action=flat(traj.action), log_prob=flat(traj.log_prob),
-                 value=flat(traj.value), advantages=flat(advantages), targets=flat(targets))
+                 value=flat(traj.value), advantages=flat(advantages), targets=flat(targets),
+                 action_mask=None if traj.action_mask is None else flat(traj.action_mask))
 
 
 def collect_batch(agent: Agent, state: TrainState, hp: Hyperparams, key: Array

@@ -42,9 +42,12 @@ class Batch(NamedTuple):
     """Recurrent networks: the hidden state each sequence starts from ``[num_envs, ...]``."""
     episode_start: Array | None = None
     """Recurrent networks: ``[num_steps, num_envs]``, where the networks reset the hidden state."""
+    action_mask: Array | None = None
+    """The valid actions of each row (environments with action masks), else None."""
 
 
-SEQUENCE_FIELDS = ("obs", "action", "log_prob", "value", "advantages", "targets", "episode_start")
+SEQUENCE_FIELDS = ("obs", "action", "log_prob", "value", "advantages", "targets", "episode_start",
+                   "action_mask")
 """The :class:`Batch` fields with a time axis in a recurrent batch."""
 
 
@@ -53,8 +56,9 @@ def batch_policy(nets: Networks, params: dict, batch: Batch):
     actor over each sequence from ``batch.carry``, resetting at ``batch.episode_start``
     (recurrent: backpropagation through the whole sequence)."""
     if not netlib.is_recurrent(nets):
-        return netlib.policy(nets, params, batch.obs)
-    return netlib.policy_sequence(nets, params, batch.carry, batch.obs, batch.episode_start)[1]
+        return netlib.policy(nets, params, batch.obs, batch.action_mask)
+    dist = netlib.policy_sequence(nets, params, batch.carry, batch.obs, batch.episode_start)[1]
+    return dist if batch.action_mask is None else dist.masked(batch.action_mask)
 
 
 def batch_value(nets: Networks, params: dict, batch: Batch) -> Array:
@@ -67,7 +71,7 @@ def batch_value(nets: Networks, params: dict, batch: Batch) -> Array:
 def batch_policy_and_value(nets: Networks, params: dict, batch: Batch):
     """``(pi, V)`` of every row of ``batch`` (:func:`batch_policy`, :func:`batch_value`)."""
     if not netlib.is_recurrent(nets):
-        return netlib.policy_and_value(nets, params, batch.obs)
+        return netlib.policy_and_value(nets, params, batch.obs, batch.action_mask)
     return batch_policy(nets, params, batch), batch_value(nets, params, batch)
 
 
@@ -256,7 +260,8 @@ def shuffle_sequences(batch: Batch, perm: Array, num_minibatches: int) -> Batch:
     def per_step(x: Array) -> Array:
         return jnp.swapaxes(per_env(jnp.swapaxes(x, 0, 1)), 1, 2)
 
-    fields = {name: per_step(getattr(batch, name)) for name in SEQUENCE_FIELDS}
+    fields = {name: per_step(getattr(batch, name)) for name in SEQUENCE_FIELDS
+              if getattr(batch, name) is not None}  # action_mask: None without masks
     return batch._replace(carry=jax.tree.map(per_env, batch.carry), **fields)
 
 

@@ -104,6 +104,10 @@ CLASSIC_CONTROL = VISUALIZED[:5]
 def gif_requirements(env_id: str) -> str | None:
     """Why an episode of ``env_id`` cannot be rendered here (with the fix), or None if it can."""
     env_id = env_id.removeprefix("gymnax:")
+    prefix, sep, _ = env_id.partition(":")
+    if sep:
+        return (f"--gif draws gymnax environments only; {env_id} is a {prefix}: environment, which "
+                "purejaxppo cannot render yet. Drop --gif (evaluation works without it)")
     if env_id not in VISUALIZED:
         return (f"gymnax's Visualizer cannot draw {env_id}; it draws {', '.join(VISUALIZED)}. "
                 "Drop --gif")
@@ -146,7 +150,9 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
         def step(carry, k):
             net_carry, obs, env_state = carry
             k_act, k_env = jax.random.split(k)
-            net_carry, action = act_flat(params, net_carry, obs, k_act, deterministic, obs_stats)
+            mask = jax.vmap(env.action_mask)(env_state) if env.masked else None
+            net_carry, action = act_flat(params, net_carry, obs, k_act, deterministic, obs_stats,
+                                         mask)
             obs2, env_state2, reward, terminated, truncated, _ = step_env(k_env[None], env_state,
                                                                           action)
             return ((net_carry, obs2, env_state2),

@@ -3,6 +3,8 @@
     from purejaxppo import envs
 
     env = envs.make("CartPole-v1")            # gymnax ids, bare or as "gymnax:CartPole-v1"
+    env = envs.make("brax:ant")               # a suite's: brax: playground: jumanji: craftax:
+                                              # navix: xminigrid: (see .suites; one extra each)
     envs.register("MyEnv-v0", MyEnv)          # your own: then PPOConfig(env="MyEnv-v0") trains
 
 ``make`` returns an :class:`Env`, the only thing the rollout uses (see :mod:`.core` for the
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from purejaxppo.envs import gymnax as gymnax_adapter
+from purejaxppo.envs import suites
 from purejaxppo.envs.core import Adapter, Env, TimedState
 from purejaxppo.envs.spaces import Box, Discrete, MultiDiscrete, Space
 
@@ -93,16 +96,25 @@ def _adapt(obj: Any, env_id: str, max_episode_steps: int | None) -> Env:
 def make(env_id: str) -> Env:
     """The environment of ``env_id``, checked: its spaces are ones purejaxppo trains on.
 
+    Ids: a registered one, a gymnax id (bare or ``gymnax:``), or ``SUITE:NAME`` for the suites
+    of :mod:`purejaxppo.envs.suites` (each needs its extra, ``pip install 'purejaxppo[SUITE]'``).
+
     Raises:
-        ValueError: an unknown id (with the closest known ids), an environment that needs a
-            download, or one whose observation or action space is not supported (naming it).
+        ValueError: an unknown id (with the closest known ids), an unknown suite prefix (with the
+            close ones), a suite whose package is missing (with the ``pip install``), an
+            environment that needs a download, or one whose observation or action space is not
+            supported (naming it).
     """
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"environment id {env_id!r} is invalid: give an id such as "
                          "'CartPole-v1'")
+    parts = suites.split_id(env_id)
     if env_id in _REGISTRY:
         factory, limit = _REGISTRY[env_id]
         env = _adapt(factory(), env_id, limit)
+    elif parts is not None and parts[0] != GYMNAX_PREFIX[:-1]:
+        prefix, name = parts
+        env = _adapt(suites.adapter_module(prefix).make(name, env_id), env_id, None)
     else:
         name = env_id.removeprefix(GYMNAX_PREFIX)
         if name not in gymnax_adapter.NEEDS_DOWNLOAD and name not in registered():
@@ -121,9 +133,9 @@ def check_spaces(env: Env) -> None:
     if isinstance(act, Box) and len(act.shape) != 1:
         raise ValueError(f"environment {env.env_id!r} has a Box action space of shape "
                          f"{act.shape}; purejaxppo trains on 1-D Box actions")
-    if isinstance(act, MultiDiscrete):
+    if isinstance(act, MultiDiscrete) and (not act.nvec or min(act.nvec) < 1):
         raise ValueError(f"environment {env.env_id!r} has a MultiDiscrete action space "
-                         f"{act.nvec}; purejaxppo trains on Discrete and 1-D Box actions")
-    if not isinstance(act, (Box, Discrete)):
+                         f"{act.nvec}; every factor needs at least one value")
+    if not isinstance(act, (Box, Discrete, MultiDiscrete)):
         raise ValueError(f"environment {env.env_id!r} has an action space {act!r}; purejaxppo "
-                         "trains on Discrete and 1-D Box actions")
+                         "trains on Discrete, MultiDiscrete and 1-D Box actions")

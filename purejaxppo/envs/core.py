@@ -11,6 +11,11 @@ An **adapter** wraps one environment of some library as two pure functions of on
 * ``observation_space``, ``action_space`` (:mod:`purejaxppo.envs.spaces`)
 * ``max_episode_steps``: ``None``, or a time limit that :class:`Env` enforces with its own step
   counter (for adapters whose environment has none).
+* optionally ``action_mask(state) -> bool[n]``: the actions valid in ``state`` (``n`` is the
+  Discrete space's ``n``, or ``sum(nvec)`` for MultiDiscrete, the factors' masks one after
+  another). The policy gives the others probability exactly 0
+  (:class:`purejaxppo.distributions.MaskedCategorical`); the rollout stores the mask of every
+  step so the update re-applies it to the new policy.
 
 :class:`Env` turns an adapter into what the rollout uses: flat float32 observations,
 Box actions clipped to their bounds, the time limit, and auto-reset. Auto-reset lives here and
@@ -93,14 +98,36 @@ class Env:
 
     @property
     def discrete(self) -> bool:
-        """True for Discrete actions (categorical policy)."""
-        return isinstance(self.action_space, spaces.Discrete)
+        """True for Discrete and MultiDiscrete actions (a categorical policy, factorised for
+        MultiDiscrete)."""
+        return isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete))
 
     @property
     def action_size(self) -> int:
-        """Number of actions (Discrete) or action dimensions (Box)."""
+        """Number of actions (Discrete), of all factors' values (MultiDiscrete: ``sum(nvec)``, the
+        number of logits) or action dimensions (Box)."""
         space = self.action_space
         return space.n if isinstance(space, spaces.Discrete) else spaces.flat_size(space)
+
+    @property
+    def action_nvec(self) -> tuple[int, ...]:
+        """The MultiDiscrete factors' sizes; ``()`` for other action spaces."""
+        space = self.action_space
+        return tuple(space.nvec) if isinstance(space, spaces.MultiDiscrete) else ()
+
+    @property
+    def masked(self) -> bool:
+        """True when the adapter provides ``action_mask(state)``."""
+        return callable(getattr(self.adapter, "action_mask", None))
+
+    def action_mask(self, state: Any) -> Array:
+        """The valid actions of one environment's ``state`` (``bool[action_size]``); all True for an
+        adapter without masks."""
+        if not self.masked:
+            return jnp.ones((self.action_size,), bool)
+        inner = state.inner if self.time_limit is not None else state
+        mask = jnp.asarray(self.adapter.action_mask(inner), bool)
+        return jnp.reshape(mask, (self.action_size,))
 
     def flatten(self, obs: Any) -> Array:
         """One raw observation as the networks' float32 vector."""

@@ -1,0 +1,86 @@
+"""Checks every suite's adapter passes (tests/envs/test_<suite>.py call them on the suite's envs).
+
+No skips: a suite whose package is missing fails its tests (CI installs ``purejaxppo[envs]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxppo import PPOConfig, envs, make_train, policy
+from purejaxppo.acting import make_evaluate
+from purejaxppo.envs import Env, spaces
+
+SMALL = dict(total_timesteps=32, num_envs=2, num_steps=8, update_epochs=1, num_minibatches=1,
+             hidden_sizes=(16,))
+"""2 updates of 2 envs x 8 steps, one minibatch, 16 hidden units: a suite's env compiles once."""
+
+
+def zero_action(env: Env, batch: tuple[int, ...] = ()) -> jax.Array:
+    """A valid-shaped action (the first action / zeros) for ``batch`` environments."""
+    if env.action_nvec:
+        return jnp.zeros((*batch, len(env.action_nvec)), jnp.int32)
+    if env.discrete:
+        return jnp.zeros(batch, jnp.int32)
+    return jnp.zeros((*batch, env.action_size), jnp.float32)
+
+
+def check_reset_and_step(env_id: str, action_space: spaces.Space) -> Env:
+    """``make`` maps the spaces; ``reset``/``step`` run under ``jit`` and ``vmap`` with flat
+    float32 observations, float32 rewards and bool flags."""
+    env = envs.make(env_id)
+    assert env.action_space == action_space, env.action_space
+    keys = jax.random.split(jax.random.key(0), 3)
+    obs, state = jax.jit(jax.vmap(env.reset))(keys)
+    assert obs.shape == (3, env.obs_size) and obs.dtype == jnp.float32
+    assert np.isfinite(np.asarray(obs)).all()
+    out = jax.jit(jax.vmap(env.step))(keys, state, zero_action(env, (3,)))
+    next_obs, _, reward, terminated, truncated, final_obs = out
+    assert next_obs.shape == final_obs.shape == (3, env.obs_size)
+    assert reward.dtype == jnp.float32 and reward.shape == (3,)
+    assert terminated.dtype == truncated.dtype == jnp.bool_
+    return env
+
+
+def check_truncation_keeps_final_obs(env: Env, at_limit: Any, action: jax.Array | None = None
+                                     ) -> None:
+    """A state one step before the time limit: the step truncates (not terminates), ``final_obs``
+    is the adapter's own next observation, the returned one the pre-drawn reset's."""
+    action = zero_action(env) if action is None else action
+    key = jax.random.key(3)
+    reset = env.reset(jax.random.key(11))
+    obs, _, _, terminated, truncated, final_obs = jax.jit(env.step)(key, at_limit, action, reset)
+    inner = at_limit.inner if env.time_limit is not None else at_limit
+    want = env.flatten(jax.jit(env.adapter.transition)(key, inner, action)[0])
+    assert bool(truncated) and not bool(terminated)
+    np.testing.assert_array_equal(final_obs, want)
+    np.testing.assert_array_equal(obs, reset[0])
+    assert not np.array_equal(final_obs, reset[0])  # the reset did not overwrite it
+
+
+def at_protocol_limit(env: Env, state: Any) -> Any:
+    """``state`` with :class:`Env`'s own step counter one short of its time limit."""
+    assert env.time_limit is not None
+    return state._replace(steps=jnp.asarray(env.time_limit - 1, jnp.int32))
+
+
+def check_trains_and_evaluates(env_id: str, **overrides: Any) -> None:
+    """Two vmapped seeds train (finite metrics); evaluation and the policy act on the result."""
+    config = PPOConfig(env=env_id, **{**SMALL, **overrides})
+    result = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.key(0), 2))
+    for name, values in result.metrics.items():
+        if name != "episode_return" and name != "episode_length":  # NaN until an episode ends
+            assert np.isfinite(np.asarray(values)).all(), name
+    params = jax.tree.map(lambda x: x[0], result.params)
+    evaluate = jax.jit(make_evaluate(config, episodes=2, deterministic=True, max_steps=5))
+    returns, lengths, _ = evaluate(params, None, jax.random.key(1))
+    assert np.isfinite(np.asarray(returns)).all() and (np.asarray(lengths) >= 1).all()
+    env = envs.make(env_id)
+    raw_obs, state = env.adapter.reset(jax.random.key(2))
+    mask = env.adapter.action_mask(state) if env.masked else None
+    action = policy(config)(params, raw_obs, jax.random.key(3), action_mask=mask)
+    assert action.shape == zero_action(env).shape

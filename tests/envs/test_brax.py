@@ -1,0 +1,31 @@
+"""brax: adapter (purejaxppo.envs.brax)."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+from suite_checks import (
+    at_protocol_limit,
+    check_reset_and_step,
+    check_trains_and_evaluates,
+    check_truncation_keeps_final_obs,
+)
+
+from purejaxppo import envs
+from purejaxppo.envs import spaces
+
+
+def test_brax_inverted_pendulum_steps_truncates_with_its_final_obs_and_trains():
+    env = check_reset_and_step("brax:inverted_pendulum@spring", spaces.Box.of((1,), -1.0, 1.0))
+    assert env.time_limit == 1000 and env.obs_size == 4 and not env.masked
+    _, state = env.reset(jax.random.key(0))
+    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state))
+    check_trains_and_evaluates("brax:inverted_pendulum@spring")
+
+
+def test_brax_names_and_backends_are_checked():
+    with pytest.raises(ValueError, match=r"unknown brax environment 'antt'\. Did you mean 'brax:ant'"):
+        envs.make("brax:antt")
+    with pytest.raises(ValueError, match="unknown Brax backend 'nope'.*positional, spring"):
+        envs.make("brax:ant@nope")
+    assert envs.make("brax:ant").adapter.env.backend == "positional"

@@ -1,0 +1,22 @@
+"""craftax: adapter (purejaxppo.envs.craftax): termination apart from the time limit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from suite_checks import check_reset_and_step, check_trains_and_evaluates, check_truncation_keeps_final_obs
+
+from purejaxppo.envs import spaces
+
+
+def test_craftax_classic_truncates_at_max_timesteps_and_dying_terminates():
+    env = check_reset_and_step("craftax:Craftax-Classic-Symbolic-v1", spaces.Discrete(17))
+    assert env.obs_size == 1345 and env.adapter.episode_limit == 10000
+    _, state = env.reset(jax.random.key(0))
+    check_truncation_keeps_final_obs(env, state.replace(timestep=jnp.asarray(9999)))
+    dead = state.replace(player_health=jnp.zeros_like(state.player_health),
+                       timestep=jnp.asarray(9999))
+    _, _, _, terminated, truncated, _ = jax.jit(env.step)(jax.random.key(1), dead,
+                                                          jnp.asarray(0))
+    assert bool(terminated) and not bool(truncated)  # death at the last step is termination
+    check_trains_and_evaluates("craftax:Craftax-Classic-Symbolic-v1")

@@ -1,0 +1,28 @@
+"""playground: adapter (purejaxppo.envs.playground): DM Control suite tasks."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+from suite_checks import (
+    at_protocol_limit,
+    check_reset_and_step,
+    check_trains_and_evaluates,
+    check_truncation_keeps_final_obs,
+)
+
+from purejaxppo import envs
+from purejaxppo.envs import spaces
+
+
+def test_cartpole_balance_truncates_at_its_episode_length_with_the_final_obs_and_trains():
+    env = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))
+    assert env.time_limit == 1000 and env.obs_size == 5
+    _, state = env.reset(jax.random.key(0))
+    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state))
+    check_trains_and_evaluates("playground:CartpoleBalance")
+
+
+def test_playground_names_other_than_dm_control_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="Did you mean 'playground:CartpoleBalance'.*download"):
+        envs.make("playground:CartpoleBalanc")
