@@ -16,6 +16,8 @@ from cli_helpers import assert_one_line_error, cli_environment, run_cli
 import purejaxppo
 from purejaxppo import envs
 
+pytest.importorskip("jumanji", reason="the jumanji extra is not installed")
+
 ENV = "jumanji:Game2048-v1"
 FLAGS = ["--env", ENV, "--total-timesteps", "128", "--num-envs", "2", "--num-steps", "16",
          "--update-epochs", "1", "--num-minibatches", "1", "--hidden-sizes", "16",

@@ -14,6 +14,11 @@ from suite_checks import (
 from purejaxppo import envs
 from purejaxppo.envs import spaces
 
+# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
+# reason; `pip install -e ".[test,envs]"` runs them.
+pytest.importorskip("brax", reason="the brax extra is not installed")
+
+
 
 def test_brax_inverted_pendulum_steps_truncates_with_its_final_obs_and_trains():
     env = check_reset_and_step("brax:inverted_pendulum@spring", spaces.Box.of((1,), -1.0, 1.0))

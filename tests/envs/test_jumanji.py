@@ -17,6 +17,11 @@ from purejaxppo import PPOConfig, envs, rollout
 from purejaxppo import networks as netlib
 from purejaxppo.envs import spaces
 
+# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
+# reason; `pip install -e ".[test,envs]"` runs them.
+pytest.importorskip("jumanji", reason="the jumanji extra is not installed")
+
+
 
 def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs():
     """Snake ends at its time_limit with discount 0 (as a termination): the protocol enforces its

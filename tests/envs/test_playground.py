@@ -14,6 +14,11 @@ from suite_checks import (
 from purejaxppo import envs
 from purejaxppo.envs import spaces
 
+# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
+# reason; `pip install -e ".[test,envs]"` runs them.
+pytest.importorskip("mujoco_playground", reason="the mujoco_playground extra is not installed")
+
+
 
 def test_cartpole_balance_truncates_at_its_episode_length_with_the_final_obs_and_trains():
     env = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))

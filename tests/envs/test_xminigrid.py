@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 from suite_checks import check_reset_and_step, check_trains_and_evaluates, check_truncation_keeps_final_obs
 
 from purejaxppo.envs import spaces
+
+# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
+# reason; `pip install -e ".[test,envs]"` runs them.
+pytest.importorskip("xminigrid", reason="the xminigrid extra is not installed")
 
 
 def test_xminigrid_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
