@@ -376,17 +376,18 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
                       "resume (its outputs are left as they are)")
             return lambda: 0
         experiment.check_memory(config, options.num_seeds)
+        seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
         held = rundir.hold(run_dir) if writer else None
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
         experiment.check_memory(config, options.num_seeds)
+        seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
         # Process 0 checks and claims the output directory; the others only name it.
         run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite) if writer
                             else (Path(ns.out), False))
         held = rundir.claim(run_dir, replace) if writer else None
-    seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
 
     def execute() -> int:
         try:
