@@ -10,7 +10,7 @@ runs multi-host. Nothing here uses ``pmap``.
 * :func:`use_cpu_cores` makes every core of a CPU host a JAX device (JAX shows one CPU device
   by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
   sweep or of the command line's seeds spread over the cores.
-* :func:`compiler_options`: per-program XLA options that shorten compile time on CPU.
+* :func:`compiler_options`: per-program XLA options that shorten compile time on AMD CPUs.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices; the
   partitioner of ``jax.jit`` adds the collectives, so the parameters are one replicated value.
 """
@@ -70,22 +70,40 @@ def use_cpu_cores(count: int | None = None) -> int:
     return count
 
 
-def compiler_options(platform: str | None = None) -> dict[str, Any]:
-    """Options for ``jax.jit(..., compiler_options=...)`` that compile a training program faster.
+def compiler_options(platform: str | None = None, vendor: str | None = None) -> dict[str, Any]:
+    """Options for ``jax.jit(..., compiler_options=...)`` that compile a training program faster
+    where that costs no run time.
 
-    On CPU: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
-    (``xla_backend_optimization_level=1``). The matrix products run in library kernels the level
-    does not touch, so compile time drops and results are the same bit for bit (measurements in
-    ``benchmarks/NOTES.md``). The command line,
+    On AMD CPUs: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
+    (``xla_backend_optimization_level=1``): compile time drops by a fifth to a third, run time
+    is unchanged and results are the same bit for bit. On Intel CPUs the same option made the
+    one-seed CartPole-v1 run ~40% slower, so there, on other CPUs and on GPU/TPU there are none:
+    ``{}`` (paired measurements in ``benchmarks/NOTES.md``). The command line,
     :func:`purejaxppo.sweeps.sweep` and the benchmarks compile with these; pass them to your own
-    ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect. Elsewhere (GPU, TPU), and
-    for ``platform`` other than ``"cpu"``, there are none: ``{}``.
+    ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect.
 
     Args:
         platform: the platform the program runs on; by default ``jax.default_backend()``.
+        vendor: the CPU's vendor id (``AuthenticAMD``, ``GenuineIntel``, ...); by default this
+            host's (:func:`cpu_vendor`).
     """
     platform = jax.default_backend() if platform is None else platform
-    return {"xla_backend_optimization_level": 1} if platform == "cpu" else {}
+    if platform != "cpu":
+        return {}
+    vendor = cpu_vendor() if vendor is None else vendor
+    return {"xla_backend_optimization_level": 1} if vendor == "AuthenticAMD" else {}
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """This host's CPU vendor id from ``cpuinfo`` (Linux), e.g. ``AuthenticAMD``; None if unknown."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def usable_cores() -> int:

@@ -12,7 +12,7 @@ from conftest import TINY
 
 from purejaxppo import POLICY_LOSSES, PPOConfig, envs, make_train, policy
 from purejaxppo import networks as netlib
-from purejaxppo.parallel import compiler_options
+from purejaxppo.parallel import compiler_options, cpu_vendor
 from purejaxppo.train import make_agent, metric_names
 
 GOLDEN = Path(__file__).parent / "data" / "cartpole_default_key0.npz"
@@ -53,13 +53,17 @@ def test_same_key_same_result_bit_for_bit_and_legacy_keys(cartpole_tiny):
 
 def test_compiler_options_change_compile_time_not_results():
     assert compiler_options("gpu") == {} and compiler_options("tpu") == {}
-    assert compiler_options("cpu") == {"xla_backend_optimization_level": 1}
-    assert compiler_options() == compiler_options(jax.default_backend())
+    o1 = {"xla_backend_optimization_level": 1}
+    assert compiler_options("cpu", "AuthenticAMD") == o1
+    # -O1 cost run time on an Intel CPU: not used there, nor where the vendor is unknown.
+    assert compiler_options("cpu", "GenuineIntel") == {} and compiler_options("cpu", "") == {}
+    assert compiler_options("gpu", "AuthenticAMD") == {}
+    assert compiler_options() == compiler_options(jax.default_backend(), cpu_vendor())
     config = PPOConfig(env="Pendulum-v1", total_timesteps=4096, num_envs=4, num_steps=128,
                        normalize_obs=True, normalize_reward=True)
     train = make_train(config)
     plain = jax.jit(train)(jax.random.key(2))
-    fast = jax.jit(train, compiler_options=compiler_options("cpu"))(jax.random.key(2))
+    fast = jax.jit(train, compiler_options=o1)(jax.random.key(2))
     for a, b in zip(jax.tree.leaves((plain.params, plain.metrics, plain.state.env_carry)),
                     jax.tree.leaves((fast.params, fast.metrics, fast.state.env_carry)),
                     strict=True):
@@ -303,3 +307,12 @@ def test_recurrent_policy_takes_and_returns_its_carry(gru_tiny):
                                  jnp.zeros(3, bool))[1].logits for c in (carry, carry1)]
     assert not np.allclose(logits[0], logits[1])
     assert first.shape == (3,)
+
+
+def test_cpu_vendor_reads_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
+    assert cpu_vendor(str(info)) == "GenuineIntel"
+    info.write_text("processor\t: 0\n")
+    assert cpu_vendor(str(info)) is None
+    assert cpu_vendor(str(tmp_path / "missing")) is None
