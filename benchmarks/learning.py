@@ -1,30 +1,75 @@
-"""Learning benchmark: 16 vmapped seeds per environment, final return mean and std.
+"""Learning benchmark: every gymnax preset at its own budget, seeds vmapped, final return per seed.
 
-    python -m benchmarks.learning                                # every environment below
-    python -m benchmarks.learning --record                       # the same, into benchmarks/results/
-    python -m benchmarks.learning --envs CartPole-v1 --seeds 16
+    python -m benchmarks.learning                                   # every row below
+    python -m benchmarks.learning --record                          # the same, into benchmarks/results/
+    python -m benchmarks.learning --envs Pendulum-v1 --record --background   # detached, logged
+    python -m benchmarks.learning --envs Breakout-MinAtar --network cnn --record
+    python -m benchmarks.learning --envs CartPole-v1 --seeds 2 --steps 4096  # a quick look
+    python -m benchmarks.learning --plot-only --record              # table and figure from the files
 
-Each environment trains with its preset (``purejaxppo/app/presets.json``) at the budget below,
-all seeds in one compiled program, split over one CPU device per core (``use_cpu_cores``) or over
-the GPUs. The final return of a seed is ``purejaxppo.metrics.final_return``: its mean
-``episode_return`` over the last 5% of updates. Prints the table and writes
-``learning.{json,md}`` to a temporary directory, or to ``benchmarks/results/`` with ``--record``
-(``benchmarks/common.py``); rows of environments not rerun are kept from the file there.
+Rows: one per environment of :data:`ROWS` (the gymnax presets of ``purejaxppo/app/presets.json``),
+each trained with its preset at the preset's ``total_timesteps`` (``--steps`` overrides it,
+rounded down to whole rollouts) and its default seed count (``--seeds``), all seeds in one
+compiled program split over one CPU device per core (``use_cpu_cores``) or over the GPUs.
+``--network NAME`` replaces the preset's network; such a row's key is ``"ENV [NAME]"``, so that it
+sits next to the preset's row ``"ENV"``.
+
+A seed's final return is ``purejaxppo.metrics.final_return``: its mean ``episode_return`` over the
+last 5% of updates. A row passes when the mean over seeds is at or above the published figure
+(:data:`PUBLISHED_SOURCE`) where there is one, otherwise at or above the row's own target, and,
+where the row sets a floor, no seed is below it or lacks a final return; rows with neither figure
+are reported only (``passed`` null). ``target_met`` says whether the row's own target (with its
+floor) is met, independently of the published figure.
+
+Output (to a temporary directory, or to ``benchmarks/results/`` with ``--record``; see
+``benchmarks/common.py``), rewritten after every row and merged with the rows already there (a
+rerun row replaces the row of the same key):
+
+* ``learning.json``: one row per key: final returns (mean, std, per seed, worst), the checks,
+  ``compile_s``, ``run_s`` (the compiled program), ``wall_s`` (the whole row: setup, compile,
+  run, fetch), ``steps_per_s``, devices, device, jax version, ``commit`` (``git rev-parse
+  --short HEAD`` at start, ``+dirty`` when files outside ``benchmarks/results/`` differ from it)
+  and the config.
+* ``learning_curves.json``: per key, ``env_steps`` after each sampled update (at most
+  :data:`CURVE_POINTS`, first and last included) and ``episode_return[seed][point]`` (null before
+  a seed's first finished episode), with the timing and provenance fields of the row.
+* ``learning.md``: the table. ``learning.png``: one panel per environment, each key of that
+  environment as its mean +- std band over seeds against env steps, the published figure dashed.
+
+``--background`` starts the same command detached from the terminal (its own session, output to
+a log file under :func:`benchmarks.common.default_out_dir`), prints its pid and log path, and
+returns at once. The exit status is 1 when a row run by this command fails, else 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
+import math
+import os
+import re
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from benchmarks.common import (
+    REPO,
     add_output_flags,
     compile_and_time,
+    default_out_dir,
     finals,
+    json_safe,
     nan_mean,
+    new_figure,
     output_dir,
     preset_config,
     print_written,
@@ -34,88 +79,379 @@ from benchmarks.common import (
     write_json,
     write_text,
 )
-from purejaxppo import make_train
+from purejaxppo import PPOConfig, envs, make_train
+from purejaxppo.networks import make_networks, registered_networks
 from purejaxppo.parallel import seed_sharding
 
 NAME = "learning"
+MODULE = "benchmarks.learning"
 
-# env -> (total_timesteps, target mean final return or None, default seeds)
-BUDGETS: dict[str, tuple[int, float | None, int]] = {
-    "CartPole-v1": (500_000, 475.0, 16),
-    "Acrobot-v1": (500_000, -100.0, 16),
-    "Pendulum-v1": (1_000_000, -400.0, 16),
-    "Breakout-MinAtar": (5_000_000, None, 4),
+CURVE_POINTS = 200
+"""At most this many updates per curve in ``learning_curves.json``."""
+
+PUBLISHED_SOURCE = ("gymnax's tuned PPO (gymnax README, gymnax-blines; 10M steps for MinAtar); "
+                    "CartPole-v1: its maximum return, 500")
+
+
+class RowSpec(NamedTuple):
+    """What a row of an environment is judged against, and its default seed count."""
+
+    seeds: int
+    target: float | None
+    """The row's own bar for the mean final return over seeds."""
+    published: float | None
+    """The published final return (:data:`PUBLISHED_SOURCE`)."""
+    floor: float | None = None
+    """Every seed's final return must be at or above this."""
+
+
+ROWS: dict[str, RowSpec] = {
+    "CartPole-v1": RowSpec(16, 475.0, 500.0),
+    "Acrobot-v1": RowSpec(16, -100.0, -80.0),
+    "MountainCar-v0": RowSpec(16, None, -118.0),
+    "Pendulum-v1": RowSpec(16, -150.0, -130.0, floor=-500.0),
+    "MountainCarContinuous-v0": RowSpec(16, None, 92.0),
+    "Asterix-MinAtar": RowSpec(4, None, 15.0),
+    "Breakout-MinAtar": RowSpec(4, None, 28.0),
+    "Freeway-MinAtar": RowSpec(4, None, 58.0),
+    "SpaceInvaders-MinAtar": RowSpec(4, None, 131.0),
+    "Seaquest-MinAtar": RowSpec(4, None, None),
 }
+"""Every gymnax preset of ``purejaxppo/app/presets.json``."""
 
 
-def run(env: str, seeds: int | None) -> dict:
-    total, target, default_seeds = BUDGETS[env]
-    seeds = seeds or default_seeds
-    config = whole_rollouts(preset_config(env), total)
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def row_key(env: str, network: str) -> str:
+    """``env`` when ``network`` is the preset's, else ``"env [network]"``."""
+    return env if network == preset_config(env).network else f"{env} [{network}]"
+
+
+def row_config(env: str, steps: int | None, network: str | None) -> PPOConfig:
+    """The preset of ``env`` with ``network``, at ``steps`` (default: the preset's budget)
+    rounded down to whole rollouts."""
+    config = preset_config(env) if network is None else preset_config(env, network=network)
+    return whole_rollouts(config, config.total_timesteps if steps is None else steps)
+
+
+def judge(spec: RowSpec, per_seed: np.ndarray) -> dict:
+    """The checks of a row from its per-seed final returns (NaN: no final return):
+    ``worst_seed``, ``criterion``, ``passed`` and ``target_met``."""
+    done = per_seed[~np.isnan(per_seed)]
+    mean = float(done.mean()) if done.size else math.nan
+    worst = float(done.min()) if done.size else math.nan
+    floor_ok = (spec.floor is None
+                or bool(done.size == per_seed.size and worst >= spec.floor))
+    floor_text = "" if spec.floor is None else f", every seed >= {spec.floor:g}"
+    bar, what = ((spec.published, "published") if spec.published is not None
+                 else (spec.target, "target"))
+    passed = None if bar is None else bool(mean >= bar and floor_ok)
+    criterion = "report" if bar is None else f"mean >= {bar:g} ({what}){floor_text}"
+    target_met = None if spec.target is None else bool(mean >= spec.target and floor_ok)
+    return {"worst_seed": worst, "criterion": criterion, "passed": passed,
+            "target_met": target_met}
+
+
+def curve_points(num_updates: int, max_points: int = CURVE_POINTS) -> np.ndarray:
+    """Indices of at most ``max_points`` updates, evenly spread, first and last included."""
+    if num_updates <= max_points:
+        return np.arange(num_updates)
+    return np.unique(np.linspace(0, num_updates - 1, max_points).round().astype(int))
+
+
+def source_commit() -> str | None:
+    """``git rev-parse --short HEAD``, with ``+dirty`` when a file outside
+    ``benchmarks/results/`` differs from it (untracked files included); None without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".",
+                                 ":(exclude)benchmarks/results"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if status.strip() else "")
+
+
+def run(env: str, seeds: int, config: PPOConfig, commit: str | None) -> tuple[dict, dict]:
+    """Trains ``seeds`` seeds of ``config``; its row for ``learning.json`` and its curves entry
+    for ``learning_curves.json``."""
+    start = time.perf_counter()
+    spec = ROWS[env]
+    key = row_key(env, config.network)
     keys = jax.random.split(jax.random.key(0), seeds)
     sharding = seed_sharding(seeds)
     if sharding is not None:  # jit partitions the vmap over the seed axis
         keys = jax.device_put(keys, sharding)
+    devices = 1 if sharding is None else sharding.mesh.size
+    print(f"{key}: {seeds} seeds x {config.total_timesteps:,} steps on {devices} device(s), "
+          f"started {datetime.now().astimezone():%Y-%m-%d %H:%M:%S}", flush=True)
     result, compile_s, run_s = compile_and_time(jax.vmap(make_train(config)), keys)
-    returns = np.asarray(result.metrics["episode_return"])  # [seeds, updates]
+    returns = np.asarray(result.metrics["episode_return"], np.float64)  # [seeds, updates]
+    env_steps = np.asarray(result.metrics["env_steps"])[0]
     final = finals(returns)
-    row = {
-        "env": env,
-        "total_timesteps": config.total_timesteps,
-        "seeds": seeds,
-        "devices": 1 if sharding is None else sharding.mesh.size,
-        "final_return_mean": final.mean,
-        "final_return_std": final.std,
-        "unfinished_seeds": final.unfinished,
-        "last_update_return_mean": float(nan_mean(returns[:, -1])),
-        "target": target,
-        "passed": None if target is None else bool(final.mean >= target),
+    wall_s = time.perf_counter() - start
+    run_info = {
         "compile_s": round(compile_s, 2),
         "run_s": round(run_s, 2),
+        "wall_s": round(wall_s, 2),
         "steps_per_s": round(seeds * config.num_updates * config.batch_size / run_s),
+        "devices": devices,
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "commit": commit,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    row = {
+        "key": key,
+        "env": env,
+        "network": config.network,
+        "total_timesteps": config.total_timesteps,
+        "num_updates": config.num_updates,
+        "seeds": seeds,
+        "final_return_mean": final.mean,
+        "final_return_std": final.std,
+        "final_returns": final.per_run.tolist(),
+        "unfinished_seeds": final.unfinished,
+        "last_update_return_mean": float(nan_mean(returns[:, -1])),
+        "target": spec.target,
+        "seed_floor": spec.floor,
+        "published": spec.published,
+        **judge(spec, final.per_run),
+        **run_info,
         "config": config.to_dict(),
     }
-    print(f"{env:18s} {final.mean:9.1f} +- {final.std:6.1f}  (target {target}, {seeds} seeds, "
-          f"{config.total_timesteps:,} steps, run {run_s:.0f}s)", flush=True)
-    return row
+    points = curve_points(returns.shape[1])
+    curves = {"env": env, "network": config.network, "published": spec.published,
+              "seeds": seeds, "final_return_mean": final.mean,
+              "env_steps": [int(s) for s in env_steps[points]],
+              "episode_return": np.round(returns[:, points], 3).tolist(), **run_info}
+    verdict = "report" if row["passed"] is None else ("passed" if row["passed"] else "FAILED")
+    print(f"{key}: {final.mean:.1f} +- {final.std:.1f}, worst seed {row['worst_seed']:.1f} "
+          f"({row['criterion']}: {verdict}); compile {compile_s:.0f} s, run {run_s:.0f} s, "
+          f"row {wall_s:.0f} s", flush=True)
+    return row, curves
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the directory ``out``, so that two runs writing into it merge
+    one at a time."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _key(row: dict) -> str:
+    return row.get("key", row["env"])  # rows recorded before keys existed: one per env
+
+
+def _order(key: str, env: str) -> tuple[int, str]:
+    envs_ = list(ROWS)
+    return (envs_.index(env) if env in envs_ else len(envs_), key)
+
+
+def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
+    """Merges ``rows`` and ``curves`` into the files in ``out`` (same key: replaced); the rows
+    as written (NaN as null), in table order."""
+    path = out / f"{NAME}.json"
+    previous = read_json(path)
+    merged = {_key(r): r for r in previous.get("rows", [])}
+    merged.update({_key(r): r for r in rows})
+    ordered = sorted(merged.values(), key=lambda r: _order(_key(r), r["env"]))
+    write_json(path, {"device": str(jax.devices()[0]), "jax": jax.__version__,
+                      "published_source": PUBLISHED_SOURCE, "rows": ordered})
+    curves_path = out / f"{NAME}_curves.json"
+    all_curves = {**read_json(curves_path).get("rows", {}), **curves}
+    ordered_curves = dict(sorted(all_curves.items(), key=lambda kv: _order(kv[0], kv[1]["env"])))
+    text = json.dumps(json_safe({"rows": ordered_curves}), indent=1)
+    # Each list of numbers on one line: a curve is a line of the file.
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]",
+                  text)
+    write_text(curves_path, text + "\n")
+    return read_json(path)["rows"]
+
+
+def render(out: Path) -> list[Path]:
+    """Rewrites ``learning.md`` and ``learning.png`` from the JSON files in ``out``; the paths
+    written (no figure without curves)."""
+    rows = read_json(out / f"{NAME}.json").get("rows", [])
+    written = [write_text(out / f"{NAME}.md", markdown(rows))]
+    curves = read_json(out / f"{NAME}_curves.json").get("rows", {})
+    if curves:
+        written.append(plot(out / f"{NAME}.png", curves))
+    return written
 
 
 def _number(value: float | None, fmt: str) -> str:
-    return "nan" if value is None else format(value, fmt)
+    return "-" if value is None else format(value, fmt)
+
+
+def _passed_cell(r: dict) -> str:
+    criterion = r.get("criterion")
+    if criterion is None:  # a row recorded before criteria were written
+        criterion = "report" if r.get("target") is None else f"mean >= {r['target']:g} (target)"
+    if r.get("passed") is None:
+        return criterion
+    text = f"{'yes' if r['passed'] else 'NO'}: {criterion}"
+    if r.get("published") is not None and r.get("target_met") is not None:
+        floor = "" if r.get("seed_floor") is None else f", every seed >= {r['seed_floor']:g}"
+        text += f"; target >= {r['target']:g}{floor}: {'met' if r['target_met'] else 'NOT met'}"
+    return text
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| env | steps | seeds | final return (mean +- std) | target | passed | run s |",
-             "|---|---|---|---|---|---|---|"]
+    """The table of ``rows`` as written in ``learning.json`` (older rows lack some fields:
+    shown as ``-``)."""
+    lines = ["| env | network | steps | seeds | final return (mean +- std) | worst seed | "
+             "published | passed | run s (wall s) | steps/s | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        target = "report" if r["target"] is None else f">= {r['target']:g}"
-        passed = "-" if r["passed"] is None else ("yes" if r["passed"] else "NO")
-        lines.append(f"| {r['env']} | {r['total_timesteps']:,} | {r['seeds']} | "
-                     f"{_number(r['final_return_mean'], '.1f')} +- "
-                     f"{_number(r['final_return_std'], '.1f')} | {target} | "
-                     f"{passed} | {r['run_s']:.0f} |")
+        network = r.get("network") or r.get("config", {}).get("network", "mlp")
+        wall = f" ({r['wall_s']:.0f})" if r.get("wall_s") is not None else ""
+        unfinished = f" ({r['unfinished_seeds']} unfinished)" if r.get("unfinished_seeds") else ""
+        lines.append(
+            f"| {r['env']} | {network} | {r['total_timesteps']:,} | {r['seeds']}{unfinished} | "
+            f"{_number(r['final_return_mean'], '.1f')} +- {_number(r['final_return_std'], '.1f')} | "
+            f"{_number(r.get('worst_seed'), '.1f')} | {_number(r.get('published'), 'g')} | "
+            f"{_passed_cell(r)} | {r['run_s']:.0f}{wall} | {_number(r.get('steps_per_s'), ',')} | "
+            f"{r.get('commit') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over axis 0 ignoring NaN; NaN where every value is."""
+    mean = nan_mean(x, axis=0)
+    var = nan_mean((x - mean) ** 2, axis=0)
+    return mean, np.sqrt(var)
+
+
+def plot(path: Path, curves: dict[str, dict]) -> Path:
+    """One panel per environment of ``curves`` (``learning_curves.json``'s rows): each key's mean
+    +- std over seeds against env steps, the published figure as a dashed line."""
+    by_env: dict[str, list[str]] = {}
+    for key in sorted(curves, key=lambda k: _order(k, curves[k]["env"])):
+        by_env.setdefault(curves[key]["env"], []).append(key)
+    cols = min(4, len(by_env))
+    rows = math.ceil(len(by_env) / cols)
+    fig = new_figure(4.6 * cols, 3.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (env, keys) in zip(axes, by_env.items(), strict=False):
+        published = None
+        for key in keys:
+            c = curves[key]
+            returns = np.asarray([[np.nan if v is None else v for v in seed]
+                                  for seed in c["episode_return"]], np.float64)
+            mean, std = _mean_std(returns)
+            steps = np.asarray(c["env_steps"], np.float64)
+            final = c.get("final_return_mean")
+            label = f"{c['network']}: {_number(final, '.1f')} ({len(returns)} seeds)"
+            line, = ax.plot(steps, mean, lw=1.5, label=label)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2,
+                            lw=0)
+            published = c.get("published") if c.get("published") is not None else published
+        if published is not None:
+            ax.axhline(published, color="k", ls="--", lw=1, label=f"published: {published:g}")
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("episode return (mean +- std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(by_env):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def start_in_background(args: argparse.Namespace) -> int:
+    """Starts this command without ``--background`` in its own session, output to a log file."""
+    argv = ["--envs", *args.envs]
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps),
+                        ("--network", args.network)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.record:
+        argv.append("--record")
+    elif args.out is not None:
+        argv += ["--out", str(args.out.resolve())]
+    logs = default_out_dir()
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{NAME}-{datetime.now():%Y%m%d-%H%M%S}-{'_'.join(args.envs)[:80]}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", MODULE, *argv], cwd=REPO,
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    print(f"started pid {proc.pid}: python -m {MODULE} {' '.join(argv)}\nlog: {log}", flush=True)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning",
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
-    parser.add_argument("--seeds", type=int, default=None, help="override the seed count")
+    parser.add_argument("--envs", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", type=_positive, default=None,
+                        help="seeds per row (default: 16 classic control, 4 MinAtar)")
+    parser.add_argument("--steps", type=_positive, default=None,
+                        help="env steps per seed, rounded down to whole rollouts (default: the "
+                             "preset's total_timesteps)")
+    parser.add_argument("--network", default=None, choices=registered_networks(),
+                        help="replace the preset's network (row key 'ENV [NAME]')")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="train nothing: rewrite the table and figure from the JSON files")
+    parser.add_argument("--background", action="store_true",
+                        help="run detached, output to a log file; prints its pid and path")
     add_output_flags(parser)
     args = parser.parse_args(argv)
+
+    if args.plot_only:
+        out = output_dir(args)
+        written = render(out)
+        print(written[0].read_text())
+        print_written(written)
+        return 0
     use_all_cores()  # before JAX runs anything: the seeds split over the cores
-    rows = [run(env, args.seeds) for env in args.envs]
+    configs = {}
+    for env in args.envs:  # every row's settings checked before anything trains
+        try:
+            configs[env] = row_config(env, args.steps, args.network)
+            make_networks(envs.make(env), configs[env])
+        except ValueError as e:
+            parser.error(f"{env}: {e}")
+    if args.background:
+        return start_in_background(args)
+
+    commit = source_commit()
     out = output_dir(args)
-    previous = read_json(out / f"{NAME}.json")
-    merged = {**{r["env"]: r for r in previous.get("rows", [])}, **{r["env"]: r for r in rows}}
-    payload = {"device": str(jax.devices()[0]), "jax": jax.__version__,
-               "rows": list(merged.values())}
-    path = write_json(out / f"{NAME}.json", payload)
-    # The table from the file as written (NaN as null), so that both say the same.
-    table = markdown(read_json(path)["rows"])
-    print(table)
-    print_written([path, write_text(out / f"{NAME}.md", table)])
+    rows = []
+    for env in args.envs:
+        row, curves = run(env, args.seeds or ROWS[env].seeds, configs[env], commit)
+        rows.append(row)
+        with locked(out):  # after every row: a long run keeps what it has if interrupted
+            merge(out, [row], {row["key"]: curves})
+            written = render(out)
+    print(written[0].read_text())
+    print_written([out / f"{NAME}.json", out / f"{NAME}_curves.json", *written])
     return 0 if all(r["passed"] is not False for r in rows) else 1
 
 

@@ -1,0 +1,125 @@
+"""``python -m benchmarks.learning``: its rows, checks, per-seed curves, figure and row keys."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import learning
+from purejaxppo.app.presets import presets
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_rows_cover_every_gymnax_preset_at_its_own_budget():
+    gymnax = [name for name in presets() if ":" not in name]
+    assert list(learning.ROWS) == gymnax
+    for env, spec in learning.ROWS.items():
+        assert spec.seeds == (4 if env.endswith("-MinAtar") else 16), env
+        assert learning.row_config(env, None, None).total_timesteps == \
+            presets()[env].config["total_timesteps"], env
+    assert learning.row_config("CartPole-v1", 5000, None).total_timesteps == 4608  # 9 x 512
+    assert learning.row_config("CartPole-v1", 1, None).total_timesteps == 512
+    assert learning.row_key("Breakout-MinAtar", "mlp") == "Breakout-MinAtar"
+    assert learning.row_key("Breakout-MinAtar", "cnn") == "Breakout-MinAtar [cnn]"
+    assert learning.row_config("Breakout-MinAtar", None, "cnn").network == "cnn"
+
+
+def test_a_row_passes_on_the_published_figure_and_its_floor():
+    pendulum = learning.ROWS["Pendulum-v1"]
+    ok = learning.judge(pendulum, np.array([-120.0, -125.0, -128.0]))
+    assert ok["passed"] and ok["target_met"] and ok["worst_seed"] == -128.0
+    assert ok["criterion"] == "mean >= -130 (published), every seed >= -500"
+    # Above the row's own target (-150) but below the published figure (-130).
+    below = learning.judge(pendulum, np.array([-140.0, -140.0]))
+    assert below["passed"] is False and below["target_met"] is True
+    # The mean is fine, one seed is below the floor.
+    stalled = learning.judge(pendulum, np.array([-20.0, -20.0, -20.0, -510.0]))
+    assert stalled["passed"] is False and stalled["target_met"] is False
+    # A seed without a final return fails the floor.
+    assert learning.judge(pendulum, np.array([-120.0, np.nan]))["passed"] is False
+    seaquest = learning.judge(learning.ROWS["Seaquest-MinAtar"], np.array([3.0]))
+    assert seaquest["passed"] is None and seaquest["criterion"] == "report"
+
+
+def test_curve_points_keep_first_and_last_update():
+    assert learning.curve_points(8).tolist() == list(range(8))
+    points = learning.curve_points(1220)
+    assert len(points) <= learning.CURVE_POINTS and points[0] == 0 and points[-1] == 1219
+    assert np.all(np.diff(points) > 0)
+
+
+def test_cartpole_row_writes_its_row_curves_and_figure(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--envs", "CartPole-v1",
+                           "--seeds", "2", "--steps", "4096", "--out", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    [row] = json.loads((tmp_path / "learning.json").read_text())["rows"]
+    # 4096 steps do not reach the published 500: the row fails, and the exit status says so.
+    assert proc.returncode == (0 if row["passed"] else 1), proc.stdout + proc.stderr
+    assert row["key"] == "CartPole-v1" and row["network"] == "mlp"
+    assert row["total_timesteps"] == 4096 and row["num_updates"] == 8 and row["seeds"] == 2
+    assert len(row["final_returns"]) == 2 and all(math.isfinite(v) for v in row["final_returns"])
+    assert row["worst_seed"] == min(row["final_returns"])
+    assert row["published"] == 500 and row["target"] == 475
+    assert row["criterion"] == "mean >= 500 (published)" and row["passed"] is False
+    assert row["run_s"] > 0 and row["compile_s"] > 0 and row["wall_s"] >= row["run_s"]
+    assert row["steps_per_s"] > 0 and row["devices"] >= 1 and row["jax"]
+    assert row["commit"] and row["commit"].split("+")[0].isalnum()
+
+    curves = json.loads((tmp_path / "learning_curves.json").read_text())["rows"]
+    c = curves["CartPole-v1"]
+    assert c["env_steps"] == [512 * (i + 1) for i in range(8)]
+    assert len(c["episode_return"]) == 2
+    assert all(len(seed) == 8 and all(v is not None and math.isfinite(v) for v in seed)
+               for seed in c["episode_return"])
+    assert c["published"] == 500 and c["commit"] == row["commit"] and c["run_s"] == row["run_s"]
+
+    assert (tmp_path / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "learning.md").read_text()
+    assert "| CartPole-v1 | mlp | 4,096 | 2 |" in table and "NO: mean >= 500 (published)" in table
+    assert table in proc.stdout
+
+
+def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
+    # A row recorded earlier with the preset's network, kept by the merge.
+    mlp = {"key": "Breakout-MinAtar", "env": "Breakout-MinAtar", "network": "mlp",
+           "total_timesteps": 128, "seeds": 1, "final_return_mean": 1.0,
+           "final_return_std": 0.0, "run_s": 1.0, "passed": False}
+    mlp_curve = {"env": "Breakout-MinAtar", "network": "mlp", "published": 28.0,
+                 "env_steps": [64, 128], "episode_return": [[None, 1.0]]}
+    learning.merge(tmp_path, [mlp], {"Breakout-MinAtar": mlp_curve})
+
+    # The preset's 64 envs x 128 steps shrunk to 4 x 16 (one update), so that the CNN trains in
+    # seconds; in this process, whose JAX devices are fixed already.
+    full = learning.row_config
+    monkeypatch.setattr(learning, "row_config", lambda env, steps, network: full(
+        env, steps, network).replace(num_envs=4, num_steps=16, num_minibatches=2,
+                                     total_timesteps=64))
+    monkeypatch.setattr(learning, "use_all_cores", lambda: 1)
+    assert learning.main(["--envs", "Breakout-MinAtar", "--network", "cnn", "--seeds", "1",
+                          "--out", str(tmp_path)]) == 1  # far below the published 28
+
+    rows = {r["key"]: r for r in json.loads((tmp_path / "learning.json").read_text())["rows"]}
+    assert set(rows) == {"Breakout-MinAtar", "Breakout-MinAtar [cnn]"}
+    assert rows["Breakout-MinAtar"] == mlp
+    cnn = rows["Breakout-MinAtar [cnn]"]
+    assert cnn["network"] == "cnn" and cnn["config"]["network"] == "cnn" and cnn["seeds"] == 1
+    curves = json.loads((tmp_path / "learning_curves.json").read_text())["rows"]
+    assert set(curves) == {"Breakout-MinAtar", "Breakout-MinAtar [cnn]"}
+    assert curves["Breakout-MinAtar [cnn]"]["env_steps"] == [64]
+    table = (tmp_path / "learning.md").read_text()
+    assert "| Breakout-MinAtar | mlp |" in table and "| Breakout-MinAtar | cnn |" in table
+    assert (tmp_path / "learning.png").exists()
+
+    # --plot-only redraws from the files alone.
+    (tmp_path / "learning.png").unlink()
+    assert learning.main(["--plot-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "learning.png").exists()
