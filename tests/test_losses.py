@@ -235,7 +235,7 @@ finite_floats = st.floats(-1e3, 0.0, allow_nan=False, width=32)
 big_advantages = st.floats(-1e6, 1e6, allow_nan=False, width=32)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
     data=st.data(),
@@ -257,7 +257,7 @@ def test_every_loss_is_finite_for_extreme_inputs(shape, data, clip_eps, beta):
     assert np.isfinite(float(k1)) and np.isfinite(float(k3)) and float(k3) >= 0
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=6),
     data=st.data(),
