@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from purejaxppo import PPOConfig
 from purejaxppo.envs import Box, Discrete
+
+# The suite compiles a few hundred small programs and runs each for a few updates: LLVM -O1 for
+# XLA's fused kernels compiles them faster with bit-identical results (the level the command line
+# compiles with on AMD CPUs, ``purejaxppo.parallel.compiler_options``). XLA reads the flag when
+# JAX starts its backend, which no import above does; subprocesses inherit it.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]).strip()
 
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=2, num_minibatches=2)
 """8 updates of 4 envs x 64 steps, 2 epochs of 2 minibatches: seconds to compile and run."""

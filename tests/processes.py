@@ -22,8 +22,13 @@ def free_port() -> int:
 
 
 def cpu_environment(**extra: str) -> dict[str, str]:
-    """This environment, CPU only, without device-count flags, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    """This environment, CPU only, without device-count flags (other XLA flags kept), plus
+    ``extra``."""
+    env = dict(os.environ)
+    flags = " ".join(flag for flag in env.pop("XLA_FLAGS", "").split()
+                     if not flag.startswith("--xla_force_host_platform_device_count"))
+    if flags:
+        env["XLA_FLAGS"] = flags
     env["JAX_PLATFORMS"] = "cpu"
     env.update(extra)
     return env

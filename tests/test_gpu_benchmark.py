@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from processes import cpu_environment
 
 from benchmarks import gpu
 
@@ -16,8 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_smoke_run_writes_every_row_or_its_reason(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env = cpu_environment()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--out",
                            str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from processes import cpu_environment
 
 from benchmarks import learning
 from purejaxppo.app.presets import presets
@@ -56,8 +56,7 @@ def test_curve_points_keep_first_and_last_update():
 
 
 def test_cartpole_row_writes_its_row_curves_and_figure(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env = cpu_environment()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.learning", "--envs", "CartPole-v1",
                            "--seeds", "2", "--steps", "4096", "--out", str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

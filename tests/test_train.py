@@ -62,7 +62,9 @@ def test_compiler_options_change_compile_time_not_results():
     config = PPOConfig(env="Pendulum-v1", total_timesteps=4096, num_envs=4, num_steps=128,
                        normalize_obs=True, normalize_reward=True)
     train = make_train(config)
-    plain = jax.jit(train)(jax.random.key(2))
+    # -O2 named explicitly: the suite's XLA_FLAGS (conftest.py) ask for -O1 by default.
+    plain = jax.jit(train, compiler_options={"xla_backend_optimization_level": 2})(
+        jax.random.key(2))
     fast = jax.jit(train, compiler_options=o1)(jax.random.key(2))
     for a, b in zip(jax.tree.leaves((plain.params, plain.metrics, plain.state.env_carry)),
                     jax.tree.leaves((fast.params, fast.metrics, fast.state.env_carry)),
