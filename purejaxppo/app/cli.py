@@ -28,9 +28,12 @@ import typing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from purejaxppo.app import distributed
+
+if TYPE_CHECKING:
+    from purejaxppo.app.presets import RunOptions
 
 PROG = "purejaxppo"
 EXIT_USAGE = 2
@@ -153,6 +156,11 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                      help="JSON or YAML file of settings (the keys of config.json); overrides "
                           "the preset, flags override it")
     _add_dataclass_flags(run, RunOptions)
+    run.add_argument("--seed-index", type=int, metavar="I",
+                     help="train only seed I of the --num-seeds run (0 is its first), bit for bit "
+                          "as that run trains it on this machine with the same --local-devices; "
+                          "it runs beside a copy of itself (two seeds' compute), see the README's "
+                          "'Reproducing one seed'")
     run.add_argument("--out", metavar="DIR", help="output directory (default: "
                      "runs/<env>-<YYYYmmdd-HHMMSS>); must not exist unless --overwrite")
     run.add_argument("--overwrite", action="store_true",
@@ -207,7 +215,8 @@ def search_parser() -> argparse.ArgumentParser:
                      help=f"tuned settings to start from, one of: {', '.join(presets())}")
     run.add_argument("--config", metavar="FILE", dest="config_file",
                      help="JSON or YAML file of settings (the keys of config.json)")
-    _add_dataclass_flags(run, RunOptions, skip=("checkpoint_every", "keep_checkpoints"))
+    _add_dataclass_flags(run, RunOptions, skip=("checkpoint_every", "keep_checkpoints",
+                                                "batched_as"))
     run.add_argument("--out", metavar="DIR", help="output directory (default: "
                      "runs/<env>-<YYYYmmdd-HHMMSS>); must not exist unless --overwrite")
     run.add_argument("--overwrite", action="store_true",
@@ -332,6 +341,31 @@ RESUME_OPTIONS = ("checkpoint_every", "keep_checkpoints", "tensorboard", "wandb"
 """Run options ``--resume`` may change (the others are the run's own)."""
 
 
+def _one_seed_of(options: RunOptions, index: int, several: bool) -> RunOptions:
+    """The options that train seed ``index`` of ``options``' seeds alone, bit for bit as the
+    multi-seed run trains it on these devices (:data:`RunOptions.batched_as`)."""
+    import jax
+
+    from purejaxppo.parallel import dividing_devices
+
+    n = options.num_seeds
+    if several:
+        raise UsageError("--seed-index trains one seed in one process; run it without "
+                         "--coordinator/--num-processes")
+    if options.batched_as != 1:
+        raise UsageError(f"--seed-index: the settings already train one seed as a copy "
+                         f"(batched_as={options.batched_as}); give the original run's settings")
+    if not 0 <= index < n:
+        raise UsageError(f"--seed-index {index} is out of range: the run has {n} "
+                         f"seed{'s' if n > 1 else ''} (0 .. {n - 1}); give its --num-seeds too")
+    per_device = n // len(dividing_devices(n, jax.local_devices()))
+    # On CPU every batch of two or more seeds gives a seed the same arithmetic (tested), so one
+    # copy beside it suffices; elsewhere a kernel may depend on the batch, so use the same batch.
+    copies = min(per_device, 2) if jax.default_backend() == "cpu" else per_device
+    return dataclasses.replace(options, seed=options.seed + index, num_seeds=1,
+                               batched_as=copies)
+
+
 def cmd_train(argv: list[str]) -> Callable[[], int]:
     """``purejaxppo train``: validates everything, then returns the training itself."""
     from purejaxppo.app.presets import SETTINGS_KEYS, read_settings_file, resolve
@@ -342,6 +376,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         extra = [k for k in given if k not in RESUME_OPTIONS]
         extra += [k for k in ("config_file", "out") if getattr(ns, k) is not None]
         extra += ["overwrite"] if ns.overwrite else []
+        extra += ["seed_index"] if ns.seed_index is not None else []
         if extra:
             flags = ", ".join("--" + k.replace("_file", "").replace("_", "-") for k in extra)
             raise UsageError(f"--resume continues {ns.resume!r} with its saved settings, so it "
@@ -375,14 +410,16 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
                 print(f"{run_dir} has finished all {config.num_updates:,} updates; nothing to "
                       "resume (its outputs are left as they are)")
             return lambda: 0
-        experiment.check_memory(config, options.num_seeds)
+        experiment.check_memory(config, options.num_seeds * options.batched_as)
         seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
         held = rundir.hold(run_dir) if writer else None
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
-        experiment.check_memory(config, options.num_seeds)
+        if ns.seed_index is not None:
+            options = _one_seed_of(options, ns.seed_index, several)
+        experiment.check_memory(config, options.num_seeds * options.batched_as)
         seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
         # Process 0 checks and claims the output directory; the others only name it.
         run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite) if writer
@@ -421,6 +458,9 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
             outcome = experiment.train(config, options, begin, work, None)
             return 1 if experiment.first_nonfinite(outcome.state, options) else 0
         seeds = f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''}"
+        if options.batched_as > 1:
+            seeds += f" (batched with {options.batched_as - 1} cop" \
+                     f"{'ies' if options.batched_as > 2 else 'y'} of itself)"
         verb = "Resuming" if ns.resume else "Training"
         print(f"{verb} {_algorithm(config)} on {config.env} "
               f"({f'preset {preset}' if preset else 'no preset'}), {seeds} x "
@@ -476,6 +516,9 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
 
     file_settings = read_settings_file(ns.config_file) if ns.config_file else None
     config, options, preset = resolve(given, file_settings)
+    if options.batched_as != 1:
+        raise UsageError(f"batched_as={options.batched_as} is for training one seed "
+                         "(train --seed-index); remove it from the settings file")
     make_agent(config)
     space = app_search.read_space(ns.space)
     try:

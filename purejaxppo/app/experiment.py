@@ -40,24 +40,46 @@ def seed_keys(options: RunOptions) -> Array:
     return jax.vmap(jax.random.key)(seeds)
 
 
-def make_seeds_init(config: PPOConfig) -> Callable[[Array, Hyperparams], TrainState]:
-    """``init(keys [S], hparams) -> TrainState`` with a leading seed axis on every leaf."""
-    return jax.vmap(make_init(config), in_axes=(0, None))
+def make_seeds_init(config: PPOConfig, copies: int = 1
+                    ) -> Callable[[Array, Hyperparams], TrainState]:
+    """``init(keys [S], hparams) -> TrainState`` with a leading seed axis on every leaf.
+
+    ``copies`` > 1 initialises each seed as one of that many identical copies in a batch
+    (:data:`RunOptions.batched_as`) and returns the first: the arithmetic of a device that holds
+    several seeds.
+    """
+    init = jax.vmap(make_init(config), in_axes=(0, None))
+    if copies == 1:
+        return init
+
+    def init_as_batched(keys: Array, hparams: Hyperparams) -> TrainState:
+        return _first(init(jnp.concatenate([keys] * copies), hparams), len(keys))
+
+    return init_as_batched
+
+
+def _first(tree, n: int):
+    return jax.tree.map(lambda x: x[:n], tree)
 
 
 def state_shapes(config: PPOConfig, options: RunOptions) -> TrainState:
     """Shapes and dtypes of the train state of every seed, found without compiling anything."""
-    init = make_seeds_init(config)  # builds the env on the host, outside the trace
+    init = make_seeds_init(config, options.batched_as)  # builds the env on the host
     return jax.eval_shape(init, seed_keys(options), config.hyperparams())
 
 
-def make_seeds_run(config: PPOConfig, capacity: int
+def make_seeds_run(config: PPOConfig, capacity: int, copies: int = 1
                    ) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """``run(state [S], hparams, n) -> (state, metrics {name: [capacity, S]})``: ``n`` updates.
 
     ``n`` (at most ``capacity``) is traced: one compiled program runs chunks of any length (a
     ``lax.fori_loop`` of ``jax.vmap(update)``), and the first ``n`` rows of the metrics are the
     chunk's. No host callback, so the compilation cache can keep the program.
+
+    ``copies`` > 1 runs the chunk on that many identical copies of the state side by side and
+    keeps the first (:data:`RunOptions.batched_as`): XLA then batches each seed's matrix products
+    as it does on a device holding several seeds, which a lone seed's unbatched products round
+    differently from.
     """
     update = jax.vmap(make_update(config), in_axes=(0, None, None, None))
     every = config.eval_every
@@ -67,6 +89,9 @@ def make_seeds_run(config: PPOConfig, capacity: int
         return (state.updates_done[0] + 1) % every == 0 if every else None
 
     def run(state: TrainState, hparams: Hyperparams, n: Array):
+        seeds = len(state.updates_done)
+        if copies > 1:
+            state = jax.tree.map(lambda x: jnp.concatenate([x] * copies), state)
         shapes = jax.eval_shape(update, state, hparams, None, due(state))[1]
         rows = {k: jnp.zeros((capacity, *v.shape), v.dtype) for k, v in shapes.items()}
 
@@ -75,7 +100,10 @@ def make_seeds_run(config: PPOConfig, capacity: int
             state, metrics = update(state, hparams, None, due(state))
             return state, {k: rows[k].at[i].set(metrics[k]) for k in rows}
 
-        return jax.lax.fori_loop(0, n, body, (state, rows))
+        state, rows = jax.lax.fori_loop(0, n, body, (state, rows))
+        if copies > 1:
+            state, rows = _first(state, seeds), {k: v[:, :seeds] for k, v in rows.items()}
+        return state, rows
 
     return run
 
@@ -125,7 +153,8 @@ def start(config: PPOConfig, options: RunOptions, run_dir: str | Path | None = N
                                              "inconsistent; point checkpoints/latest at an "
                                              "earlier one")
     else:
-        state = jax.jit(make_seeds_init(config), compiler_options=compiler_options())(
+        state = jax.jit(make_seeds_init(config, options.batched_as),
+                        compiler_options=compiler_options())(
             seed_keys(options), config.hyperparams())
     sharding = seed_sharding(options.num_seeds)
     if sharding is not None:
@@ -248,7 +277,8 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     several = jax.process_count() > 1
     total, every = config.num_updates, options.checkpoint_every
     capacity = max(1, min(MAX_CHUNK, total - done))
-    run = jax.jit(make_seeds_run(config, capacity), compiler_options=compiler_options())
+    run = jax.jit(make_seeds_run(config, capacity, options.batched_as),
+                  compiler_options=compiler_options())
     if done < total:
         run = run.lower(state, hparams, jnp.int32(1)).compile()
     compile_s = begin.seconds + time.perf_counter() - t0

@@ -52,6 +52,10 @@ class RunOptions:
     wandb: bool = False
     """Log every update to Weights & Biases (offline, into the run directory, unless W&B is
     configured on this machine)."""
+    batched_as: int = 1
+    """Train each seed as one of this many identical copies on its device, so that its arithmetic
+    is that of a run with this many seeds per device (set when one seed of a multi-seed run is
+    retrained exactly; 1: alone). Needs ``num_seeds`` 1."""
     imports: tuple[str, ...] = ()
     """Python modules to import first, e.g. one that registers your environments or networks
     (purejaxppo.envs.register); the current directory is searched too."""
@@ -71,6 +75,12 @@ class RunOptions:
                 raise SettingsError(f"{f.name}={value!r} is invalid: must be an integer")
         if self.num_seeds < 1:
             raise SettingsError(f"num_seeds={self.num_seeds} is invalid: must be a positive integer")
+        if self.batched_as < 1:
+            raise SettingsError(f"batched_as={self.batched_as} is invalid: must be a positive "
+                                "integer")
+        if self.batched_as > 1 and self.num_seeds != 1:
+            raise SettingsError(f"batched_as={self.batched_as} with num_seeds={self.num_seeds} is "
+                                "invalid: copies are for one seed; set num_seeds to 1")
         if self.keep_checkpoints < 0:
             raise SettingsError(f"keep_checkpoints={self.keep_checkpoints} is invalid: must be a "
                                 "positive number of checkpoints, or 0 to keep every one")

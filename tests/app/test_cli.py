@@ -371,6 +371,12 @@ MORE_BAD_INPUTS = {
     "eval gif without .gif": (["eval", "A", "--gif", "noext"], "must name a .gif file"),
     "eval negative seed": (["eval", "A", "--seed", "-1"], "--seed -1 is invalid"),
     "eval seed index out of range": (["eval", "A", "--seed-index", "2"], "out of range"),
+    "train seed index out of range": (["--num-seeds", "2", "--seed-index", "2", "--out", "bad"],
+                                      "--seed-index 2 is out of range: the run has 2 seeds"),
+    "resume with a seed index": (["--resume", "A", "--seed-index", "0"],
+                                 "cannot take --seed-index"),
+    "copies of several seeds": (["--num-seeds", "2", "--batched-as", "2", "--out", "bad"],
+                                "copies are for one seed"),
     "eval missing checkpoint": (["eval", "A", "--checkpoint", "3"],
                                 "no checkpoint at update 3; it has 4, 8"),
 }

@@ -1,0 +1,58 @@
+"""``purejaxppo train --seed-index I`` trains seed I of a multi-seed run bit for bit, at a budget
+where a lone run of the same key has visibly diverged from it (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import Background, cli_environment, read_csv
+
+STEPS = ["--total-timesteps", "153600", "--no-progress"]  # 300 updates of CartPole-v1's 512
+MULTI = ["--seed", "3", "--num-seeds", "4"]  # 2 seeds per device on 2 cores, 4 on one
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    env = cli_environment(tmp_path_factory)
+    work = tmp_path_factory.mktemp("seed-index")
+    args = {"multi": [*MULTI, *STEPS, "--out", "multi"],
+            "index": [*MULTI, "--seed-index", "2", *STEPS, "--out", "index"],
+            "alone": ["--seed", "5", *STEPS, "--out", "alone"]}
+    procs = {}
+    for name, a in args.items():
+        (work / f"logs-{name}").mkdir()
+        procs[name] = Background(a, work, env, work / f"logs-{name}")
+    out = {}
+    for name, proc in procs.items():
+        result = proc.result()
+        assert result.returncode == 0, result.stderr
+        rows = read_csv(work / name / "metrics.csv")
+        out[name] = {"rows": [r for r in rows if r["seed"] == "5"],
+                     "config": json.loads((work / name / "config.json").read_text()),
+                     "stdout": result.stdout}
+    return out
+
+
+def columns(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "seed"}
+
+
+def test_seed_index_equals_its_seed_of_the_multi_seed_run(runs):
+    multi, index = columns(runs["multi"]["rows"]), columns(runs["index"]["rows"])
+    assert len(index["update"]) == 300
+    for name in multi:
+        np.testing.assert_array_equal(index[name], multi[name], err_msg=name)
+    config = runs["index"]["config"]
+    assert (config["seed"], config["num_seeds"], config["batched_as"]) == (5, 1, 2)
+    assert "1 seed" in runs["index"]["stdout"]
+
+
+def test_a_lone_run_of_the_same_key_has_diverged(runs):
+    """Without --seed-index the same key takes other roundings, which learning amplifies: so
+    the budget above is long enough for the equality to mean something."""
+    multi, alone = columns(runs["multi"]["rows"]), columns(runs["alone"]["rows"])
+    assert runs["alone"]["config"]["batched_as"] == 1
+    assert not np.array_equal(alone["value_loss"], multi["value_loss"])
+    assert np.abs(alone["episode_return"] - multi["episode_return"]).max() > 1.0
