@@ -34,7 +34,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import final_return, final_window
 from purejaxppo.parallel import compiler_options
-from purejaxppo.sweeps import SWEEPABLE, choose_mesh, seed_keys, to_host, train_runs
+from purejaxppo.sweeps import (
+    SWEEPABLE,
+    choose_mesh,
+    on_every_host,
+    seed_keys,
+    to_host,
+    train_runs,
+)
 from purejaxppo.train import (
     TrainResult,
     TrainState,
@@ -627,6 +634,7 @@ def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_ever
     out = jax.jit(program, compiler_options=compiler_options())(
         np.asarray(jax.random.key_data(member_keys)), hparams, loss_index, pbt_keys)
     state, *rest = jax.block_until_ready(out)
+    state = on_every_host(state)
     metrics, hps, lis, scores, parents, last_metrics, hp, li, last_score = jax.tree.map(to_host,
                                                                                      rest)
 

@@ -99,6 +99,28 @@ def to_host(x: Array) -> np.ndarray:
     return np.asarray(x)
 
 
+def on_every_host(tree: Any) -> Any:
+    """``tree`` with every array that spans several processes gathered into this one (numpy;
+    typed keys stay keys), so that each process holds all of it; unchanged in one process.
+
+    The search and sweep functions return their results so under ``jax.distributed``: a result's
+    methods then compute on the host alone, and no process waits in a gather that another process
+    never enters (e.g. when only process 0 writes the outputs).
+    """
+    if jax.process_count() == 1:
+        return tree
+
+    def gather(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(to_host(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        return to_host(x)
+
+    return jax.tree.map(gather, tree)
+
+
 def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
                ) -> dict[str, list]:
     """Validates a grid: sweepable keys, non-empty lists of values each valid for ``config``.
@@ -243,4 +265,4 @@ def train_runs(config: PPOConfig, keys: Array, hparams: Hyperparams,
     # Wait for every device first: when the grid's leading axis does not divide over the devices,
     # a later reshape is a program with an all-gather, and XLA:CPU aborts a collective that one
     # device reaches more than 40 s before another (a device still finishing its runs).
-    return jax.block_until_ready(result)
+    return on_every_host(jax.block_until_ready(result))

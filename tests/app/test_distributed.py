@@ -197,3 +197,53 @@ def test_bad_input_under_several_processes_ends_each_with_one_line(tmp_path, env
         assert results[1].code == 2, results[1]
         one_line(results[1], expected)
     assert not (tmp_path / "run").exists()
+
+
+SEARCH = ["search", "--method", "pbt", "--population", "4", "--ready-every", "2",
+          "--space", "space.json", *TINY_FLAGS, "--out", "search"]
+SPACE = '{"lr": ["log_uniform", 1e-4, 1e-2], "ent_coef": ["uniform", 0.0, 0.05]}'
+
+
+def test_search_and_resume_on_the_same_layout_over_two_processes(trained, env):
+    """A PBT search by two processes equals the one-process search (the members, their scores
+    and lineage); a two-process run resumed by two processes from its first checkpoint ends bit
+    for bit where the uninterrupted two-process run ended."""
+    work, results = trained
+    assert all(r.code == 0 for r in results), results
+    resumed = work / "same-layout"
+    shutil.copytree(work / "p0" / "run", resumed)
+    (resumed / "checkpoints" / "latest").write_text(checkpoint.checkpoint_name(4) + "\n")
+    cwds = [work / name for name in ("s0", "s1", "s-one")]
+    for cwd in cwds:
+        cwd.mkdir()
+        (cwd / "space.json").write_text(SPACE)
+    search_port, resume_port = free_port(), free_port()
+    commands = [[*PURE, *SEARCH, *pair_flags(search_port, 0)],
+                [*PURE, *SEARCH, *pair_flags(search_port, 1)],
+                [*PURE, *SEARCH, "--local-devices", "4"],
+                [*PURE, "train", "--resume", str(resumed), *pair_flags(resume_port, 0)],
+                [*PURE, "train", "--resume", str(resumed), *pair_flags(resume_port, 1)]]
+    with Group(commands, [env] * 5, work / "logs-search", cwd=[*cwds, work, work]) as group:
+        s0, s1, single, r0, r1 = group.wait(TIMEOUT_S)
+    for r in (s0, s1, single, r0, r1):
+        assert r.code == 0, r
+    assert not (cwds[1] / "search").exists() and "best" not in s1.out, s1
+    two, one = read_csv(cwds[0] / "search" / "search.csv"), read_csv(cwds[2] / "search" /
+                                                                        "search.csv")
+    assert len(two) == len(one) == 4 * 4
+    for a, b in zip(two, one, strict=True):
+        assert (a["interval"], a["member"], a["parent"]) == (b["interval"], b["member"],
+                                                             b["parent"])
+        for name in ("lr", "ent_coef", "score"):
+            np.testing.assert_allclose(float(a[name]), float(b[name]), rtol=1e-5, err_msg=name)
+    best_two, best_one = (json.loads((c / "search" / "summary.json").read_text())["best"]
+                          for c in (cwds[0], cwds[2]))
+    assert best_two["member"] == best_one["member"]
+
+    assert "Resuming from checkpoints/ckpt-00000004.msgpack (update 4 of 8)" in r0.out, r0
+    assert "Resuming" not in r1.out, r1
+    a = evaluate.load(resumed, seed=None)
+    b = evaluate.load(work / "p0" / "run", seed=None)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert (resumed / "metrics.csv").read_text() == (work / "p0" / "run" / "metrics.csv").read_text()
