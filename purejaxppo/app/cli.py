@@ -615,14 +615,14 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
     from purejaxppo.train import make_agent
 
     config, options, _ = read_run_settings(ns.run_dir)
-    make_agent(config)
+    agent = make_agent(config)
     if ns.seed_index is not None and not 0 <= ns.seed_index < options.num_seeds:
         raise UsageError(f"--seed-index {ns.seed_index} is out of range: the run has "
                          f"{options.num_seeds} seed{'s' if options.num_seeds > 1 else ''} "
                          f"(0 .. {options.num_seeds - 1})")
     seed_sharding(options.num_seeds)  # several processes: the seeds must split over them
     if ns.gif is not None:
-        problem = evaluate.gif_requirements(config.env)
+        problem = evaluate.gif_requirements(agent.env)
         if problem:
             raise UsageError(f"--gif: {problem}")
         if not Path(ns.gif).resolve().parent.is_dir():

@@ -22,6 +22,7 @@ from purejaxppo.acting import make_act, make_evaluate
 from purejaxppo.app import checkpoint
 from purejaxppo.app.experiment import read_run_settings, state_shapes
 from purejaxppo.config import PPOConfig
+from purejaxppo.envs.core import Env, TimedState
 from purejaxppo.envs.gymnax import GymnaxAdapter
 from purejaxppo.evaluation import episode_limit
 from purejaxppo.parallel import gather_runs, put_runs, seed_sharding
@@ -101,27 +102,58 @@ VISUALIZED = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
 CLASSIC_CONTROL = VISUALIZED[:5]
 
 
-def gif_requirements(env_id: str) -> str | None:
-    """Why an episode of ``env_id`` cannot be rendered here (with the fix), or None if it can."""
-    env_id = env_id.removeprefix("gymnax:")
-    prefix, sep, _ = env_id.partition(":")
-    if sep:
-        return (f"--gif draws gymnax environments only; {env_id} is a {prefix}: environment, which "
-                "purejaxppo cannot render yet. Drop --gif (evaluation works without it)")
+MAX_GIF_FRAMES = 1000
+"""The most steps a GIF shows (an episode of a suite env may last 10,000 steps or more)."""
+
+
+def gif_requirements(env: Env) -> str | None:
+    """Why an episode of ``env`` cannot be rendered here (with the fix), or None if it can.
+
+    gymnax environments are drawn by gymnax's Visualizer; any other adapter with a
+    ``render(states)`` method (Craftax, Jumanji, Navix, XLand-MiniGrid, or a registered one) by
+    itself.
+    """
+    if importlib.util.find_spec("PIL") is None:
+        return "writing a GIF needs Pillow; pip install 'purejaxppo[render]' (or pillow)"
+    if not isinstance(env.adapter, GymnaxAdapter):
+        if hasattr(env.adapter, "render"):
+            return None
+        return (f"{env.env_id} cannot be drawn: its adapter has no render(states) method "
+                "(purejaxppo draws gymnax, craftax:, jumanji:, navix: and xminigrid: environments; Brax "
+                "and Playground draw through MuJoCo's OpenGL renderer, which purejaxppo does not "
+                "drive). Drop --gif (evaluation works without it)")
+    env_id = env.env_id.removeprefix("gymnax:")
     if env_id not in VISUALIZED:
         return (f"gymnax's Visualizer cannot draw {env_id}; it draws {', '.join(VISUALIZED)}. "
                 "Drop --gif")
-    if importlib.util.find_spec("PIL") is None:
-        return "writing a GIF needs Pillow; pip install 'purejaxppo[render]' (or pillow)"
     if env_id in CLASSIC_CONTROL and importlib.util.find_spec("pygame") is None:
         return (f"rendering {env_id} needs gymnasium's classic-control renderer (pygame); "
                 "pip install 'purejaxppo[render]' (or 'gymnasium[classic-control]')")
     return None
 
 
+def write_gif(path: str | Path, frames: np.ndarray, fps: int = 20) -> None:
+    """``uint8[T, H, W, 3]`` frames as an animated GIF (Pillow), written atomically."""
+    import io
+
+    from PIL import Image
+
+    from purejaxppo.app.outputs import atomic_write
+
+    images = [Image.fromarray(f) for f in frames]
+    data = io.BytesIO()
+    images[0].save(data, format="GIF", save_all=True, append_images=images[1:],
+                   duration=int(1000 / fps), loop=0)
+    atomic_write(path, data.getvalue())
+
+
 def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool,
                max_steps: int | None = None) -> tuple[float, int]:
-    """Plays one episode with seed 0's policy and saves it as a GIF; returns (return, length)."""
+    """Plays one episode with seed 0's policy and saves it as a GIF; returns (return, length).
+
+    gymnax environments are drawn by gymnax's Visualizer, others by their adapter's
+    ``render(states)`` (at most :data:`MAX_GIF_FRAMES` steps of the episode).
+    """
     import os
 
     # Silence pygame's audio/video driver probing (classic-control renderers) before it loads.
@@ -136,9 +168,13 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
     agent = make_agent(loaded.config)
     act_flat = make_act(agent)
     env = agent.env
-    if not isinstance(env.adapter, GymnaxAdapter):
-        raise ValueError(f"rendering needs a gymnax environment; {env.env_id} is not one")
+    problem = gif_requirements(env)
+    if problem:
+        raise ValueError(problem)
+    drawn_by_adapter = not isinstance(env.adapter, GymnaxAdapter)
     limit = max_steps or episode_limit(env)
+    if drawn_by_adapter:
+        limit = min(limit, MAX_GIF_FRAMES)
     params, obs_stats = jax.tree.map(lambda x: x[0], (loaded.params, loaded.obs_stats))
     step_env = jax.vmap(env.step)
 
@@ -166,7 +202,12 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
     states, rewards, dones = jax.device_get(play(key))
     dones = np.asarray(dones)
     length = int(np.argmax(dones)) + 1 if dones.any() else len(dones)
-    frames = [jax.tree.map(lambda x, i=i: x[i, 0], states) for i in range(length)]
     cumulative = np.cumsum(np.asarray(rewards)[:length])
+    if drawn_by_adapter:
+        states = jax.tree.map(lambda x: x[:length, 0], states)
+        inner = states.inner if isinstance(states, TimedState) else states
+        write_gif(path, env.adapter.render(inner))
+        return float(cumulative[-1]), length
+    frames = [jax.tree.map(lambda x, i=i: x[i, 0], states) for i in range(length)]
     Visualizer(env.adapter.env, env.adapter.params, frames, cumulative).animate(str(path))
     return float(cumulative[-1]), length

@@ -16,6 +16,9 @@ An **adapter** wraps one environment of some library as two pure functions of on
   another). The policy gives the others probability exactly 0
   (:class:`purejaxppo.distributions.MaskedCategorical`); the rollout stores the mask of every
   step so the update re-applies it to the new policy.
+* optionally ``render(states) -> uint8[T, H, W, 3]``: RGB frames of a sequence of the adapter's
+  states (a leading time axis on every leaf; host side, not traced). ``purejaxppo eval --gif``
+  draws an episode with it.
 
 :class:`Env` turns an adapter into what the rollout uses: flat float32 observations,
 Box actions clipped to their bounds, the time limit, and auto-reset. Auto-reset lives here and

@@ -26,6 +26,10 @@ IDS = ("Craftax-Classic-Symbolic-v1", "Craftax-Classic-Pixels-v1", "Craftax-Symb
 """The ids ``craftax.craftax_env.make_craftax_env_from_name`` takes."""
 
 
+RENDER_BLOCK_PIXELS = 16
+"""Pixels per block of a ``--gif`` frame (Craftax's own image size)."""
+
+
 def registered_ids() -> list[str]:
     return list(IDS)
 
@@ -47,6 +51,15 @@ class CraftaxAdapter:
 
     def reset(self, key: Array) -> tuple[Array, Any]:
         return self.env.reset_env(key, self.params)
+
+    def render(self, states: Any) -> np.ndarray:
+        """``uint8[T, H, W, 3]``: Craftax's own pixel renderer (16-pixel blocks), per state."""
+        if "Classic" in type(self.env).__name__:
+            from craftax.craftax_classic.renderer import make_craftax_pixel_renderer
+        else:
+            from craftax.craftax.renderer import make_craftax_pixel_renderer
+        draw = jax.jit(jax.vmap(make_craftax_pixel_renderer(RENDER_BLOCK_PIXELS)))
+        return np.clip(np.asarray(draw(states)), 0, 255).astype(np.uint8)
 
     def transition(self, key: Array, state: Any, action: Array):
         obs, state, reward, done, _ = self.env.step_env(key, state, action, self.params)

@@ -54,6 +54,10 @@ def registered_ids() -> list[str]:
     return sorted(e for e in jumanji.registered_environments() if e not in NEEDS_DOWNLOAD)
 
 
+RENDER_MAX_PIXELS = 400
+"""A ``--gif`` frame's longest side at most (the viewers draw 1000 x 1000 figures)."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class JumanjiAdapter:
     """An :class:`~purejaxppo.envs.core.Adapter` of one Jumanji environment."""
@@ -87,6 +91,25 @@ class JumanjiAdapter:
 
     def action_mask(self, state: JumanjiState) -> Array:
         return state.action_mask
+
+    def render(self, states: JumanjiState) -> np.ndarray:
+        """``uint8[T, H, W, 3]``: the environment's own matplotlib viewer, switched to return
+        frames (its ``rgb_array`` mode), per state."""
+        from jumanji.viewer import MatplotlibViewer
+
+        viewer = getattr(getattr(self.env, "unwrapped", self.env), "_viewer", None)
+        if not isinstance(viewer, MatplotlibViewer):
+            raise ValueError(f"this Jumanji environment's viewer ({type(viewer).__name__}) does "
+                             "not draw frames; drop --gif")
+        viewer._display = viewer._display_rgb_array  # what render_mode="rgb_array" selects
+        count = len(jax.tree.leaves(states.env_state)[0])
+        frames = []
+        for t in range(count):
+            frame = np.asarray(viewer.render(jax.tree.map(lambda x, t=t: x[t], states.env_state)))
+            stride = -(-max(frame.shape[:2]) // RENDER_MAX_PIXELS)  # its figures are 1000 px
+            frames.append(frame[::stride, ::stride, :3].astype(np.uint8))
+        viewer.close()
+        return np.stack(frames)
 
 
 def _spaces(env: Any, env_id: str) -> tuple[spaces.Space, tuple[int, ...], bool]:

@@ -45,6 +45,12 @@ class NavixAdapter:
         timestep = self.env.reset(key)
         return timestep.observation, timestep
 
+    def render(self, states: Any) -> np.ndarray:
+        """``uint8[T, H, W, 3]``: Navix's fully observable RGB view of the grid, per state."""
+        from navix.observations import rgb
+
+        return np.asarray(jax.jit(jax.vmap(rgb))(states.state), np.uint8)
+
     def transition(self, key: Array, state: Any, action: Array):
         del key  # Navix carries its key in the state
         timestep = self.env._step(state, action)

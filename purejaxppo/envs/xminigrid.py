@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from purejaxppo.envs import spaces, suites
 
@@ -45,6 +46,13 @@ class XMiniGridAdapter:
     def reset(self, key: Array) -> tuple[Array, Any]:
         timestep = self.env.reset(self.params, key)
         return timestep.observation, timestep
+
+    def render(self, states: Any) -> np.ndarray:
+        """``uint8[T, H, W, 3]``: xminigrid's RGB drawing of the whole grid, per state."""
+        params = self.params.replace(render_mode="rgb_array")
+        frames = [self.env.render(params, jax.tree.map(lambda x, t=t: x[t], states))
+                  for t in range(len(jax.tree.leaves(states)[0]))]
+        return np.stack(frames).astype(np.uint8)
 
     def transition(self, key: Array, state: Any, action: Array):
         del key  # xminigrid carries its key in the state

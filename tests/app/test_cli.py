@@ -8,6 +8,7 @@ C's (one scan of 8) by the diverging run, whose learning rate is a traced hyperp
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ from cli_helpers import (
 from conftest import TINY_FLAGS
 
 import purejaxppo
+from purejaxppo import envs
 from purejaxppo.app import cli, evaluate
 from purejaxppo.app.presets import (
     RunOptions,
@@ -216,6 +218,72 @@ def test_gif_of_a_minatar_episode(tmp_path):
                                       deterministic=False, max_steps=12)
     assert 1 <= length <= 12
     assert (tmp_path / "ep.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+
+
+def gif_duration_ms(gif) -> int:
+    total = 0
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        total += gif.info["duration"]
+    gif.seek(0)
+    return total
+
+
+class Corridor:
+    """Walk right from cell 0 to cell 9 (the README's adapter example), truncated at 12 steps."""
+
+    observation_space = envs.Box.of((2,), 0.0, 1.0)
+    action_space = envs.Discrete(2)
+    max_episode_steps = 12
+
+    def reset(self, key):
+        return self.observe(jnp.int32(0)), jnp.int32(0)
+
+    def transition(self, key, position, action):
+        position = jnp.clip(position + 2 * action - 1, 0, 9)
+        done = position == 9
+        return self.observe(position), position, done * 1.0, done, False
+
+    def observe(self, position):
+        return jnp.stack([position / 9.0, 1.0 - position / 9.0])
+
+
+class DrawnCorridor(Corridor):
+    def render(self, states):
+        """A 10-cell strip per state, the walker's cell white."""
+        frames = np.zeros((len(states), 16, 160, 3), np.uint8)
+        for t, position in enumerate(np.asarray(states)):
+            frames[t, :, 16 * position:16 * (position + 1)] = 255
+        return frames
+
+
+def test_gif_drawn_by_an_adapter_and_one_that_cannot_draw(tmp_path):
+    """An adapter's render(states) draws every step of the episode (the time limit's wrapper
+    taken off); an adapter without it is refused with the reason."""
+    from PIL import Image
+
+    envs.register("DrawnCorridor-test", DrawnCorridor)
+    envs.register("Corridor-test", Corridor)
+    try:
+        config = PPOConfig(env="DrawnCorridor-test", num_envs=2, num_steps=8,
+                           total_timesteps=16, num_minibatches=1, hidden_sizes=(8,))
+        assert evaluate.gif_requirements(make_agent(config).env) is None
+        params = jax.tree.map(lambda x: x[None], fresh_params(config))
+        loaded = evaluate.Loaded(config, params, None, 0)
+        ret, length = evaluate.render_gif(loaded, tmp_path / "c.gif", jax.random.key(0),
+                                          deterministic=False)
+        assert length == 12 and ret == 0.0  # a random walk does not reach cell 9 in 12 steps
+        with Image.open(tmp_path / "c.gif") as gif:
+            # Pillow merges a frame equal to the one before into it, adding up their durations.
+            assert gif.size == (160, 16) and gif_duration_ms(gif) == 12 * 50
+            first = np.asarray(gif.convert("RGB"))
+        assert first[:, :16].min() == 255 and first[:, 16:].max() == 0  # starts in cell 0
+        plain = make_agent(dataclasses.replace(config, env="Corridor-test")).env
+        assert "Corridor-test cannot be drawn: its adapter has no render(states) method" in (
+            evaluate.gif_requirements(plain))
+    finally:
+        envs.unregister("DrawnCorridor-test")
+        envs.unregister("Corridor-test")
 
 
 def test_diverging_run_exits_with_the_first_bad_update(run_c_started, work, cli_env):

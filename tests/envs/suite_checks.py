@@ -5,6 +5,8 @@ No skips: a suite whose package is missing fails its tests (CI installs ``pureja
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -84,3 +86,33 @@ def check_trains_and_evaluates(env_id: str, **overrides: Any) -> None:
     mask = env.adapter.action_mask(state) if env.masked else None
     action = policy(config)(params, raw_obs, jax.random.key(3), action_mask=mask)
     assert action.shape == zero_action(env).shape
+    check_gif(config, result.params, env)
+
+
+def check_gif(config: PPOConfig, params: Any, env: Env) -> None:
+    """``eval --gif``: an adapter with ``render`` draws every step of an episode (cut at 12
+    steps) into a GIF of its frames; one without it gets the one-line reason."""
+    from PIL import Image
+
+    from purejaxppo.app import evaluate as app_evaluate
+
+    problem = app_evaluate.gif_requirements(env)
+    if not hasattr(env.adapter, "render"):
+        assert problem is not None and "has no render(states) method" in problem, problem
+        return
+    assert problem is None, problem
+    loaded = app_evaluate.Loaded(config=config, params=params, obs_stats=None, update=2)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "episode.gif"
+        ret, length = app_evaluate.render_gif(loaded, path, jax.random.key(4), True, max_steps=12)
+        assert np.isfinite(ret) and 1 <= length <= 12
+        with Image.open(path) as gif:
+            # Pillow merges a frame equal to the one before into it, adding up their durations.
+            durations = []
+            for i in range(gif.n_frames):
+                gif.seek(i)
+                durations.append(gif.info["duration"])
+            assert sum(durations) == length * 50, durations
+            width, height = gif.size
+            last = np.asarray(gif.convert("RGB"))
+    assert width >= 32 and height >= 32 and last.std() > 0  # a drawing, not a blank frame
