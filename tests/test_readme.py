@@ -20,7 +20,7 @@ def test_quickstart_has_exactly_two_setup_commands():
     assert all("\n" not in c for c in commands)
     main, tests = commands
     assert "pip install -e ." in main and main.endswith("purejaxppo train")
-    assert 'pip install -e ".[test]"' in tests and "pytest" in tests
+    assert 'pip install -e ".[test,envs]"' in tests and "pytest" in tests
 
 
 def test_ci_runs_the_readme_test_command_in_a_fresh_venv():

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -272,18 +271,19 @@ else:
 fatal log of a failed peer (and the log lines of the second before it), which become one line."""
 
 
-_stderr_filter: subprocess.Popen | None = None
-
-
 def _filter_stderr(label: str) -> None:
     """Routes this process's stderr (file descriptor 2: Python's and the C++ runtime's) through
     :data:`STDERR_FILTER`, which ends when this process does."""
-    global _stderr_filter
     sys.stderr.flush()
     read_end, write_end = os.pipe()
-    # Kept referenced: a Popen collected while its process runs warns (ResourceWarning).
-    _stderr_filter = subprocess.Popen([sys.executable, "-c", STDERR_FILTER, label],
-                                      stdin=read_end, stdout=2, stderr=subprocess.DEVNULL)
+    # A bare spawn, not a Popen: the reader outlives this process's interpreter, and a Popen
+    # collected at exit while its process runs warns (ResourceWarning). It reads to the end of
+    # the pipe, then exits, and is reaped by whoever inherits it.
+    os.posix_spawn(sys.executable, [sys.executable, "-c", STDERR_FILTER, label], os.environ,
+                   file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
+                                 (os.POSIX_SPAWN_DUP2, 2, 1),
+                                 (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                                 (os.POSIX_SPAWN_CLOSE, write_end)])
     os.close(read_end)
     os.dup2(write_end, 2)
     os.close(write_end)
