@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -209,5 +209,36 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
         write_gif(path, env.adapter.render(inner))
         return float(cumulative[-1]), length
     frames = [jax.tree.map(lambda x, i=i: x[i, 0], states) for i in range(length)]
+    if env.env_id.removeprefix("gymnax:") in CLASSIC_CONTROL:
+        inner = [f.inner if isinstance(f, TimedState) else f for f in frames]
+        write_gif(path, classic_control_frames(env.adapter.env, env.adapter.params, inner))
+        return float(cumulative[-1]), length
     Visualizer(env.adapter.env, env.adapter.params, frames, cumulative).animate(str(path))
     return float(cumulative[-1]), length
+
+
+def classic_control_frames(env: Any, params: Any, states: list) -> np.ndarray:
+    """``uint8[T, H, W, 3]``: gymnasium's classic-control renderer drawing each gymnax state.
+
+    One gymnasium environment draws every frame (its params copied once, its state set per
+    frame, with gymnax's own mapping ``gymnax.visualize.vis_gym``), written straight to the GIF:
+    gymnax's Visualizer makes a new gymnasium environment per frame and re-draws a matplotlib
+    figure, about 0.2 s a frame.
+    """
+    import gymnasium
+    from gymnax.visualize import vis_gym
+
+    gym_env = gymnasium.make(env.name, render_mode="rgb_array")
+    try:
+        gym_env.reset(seed=0)
+        raw = gym_env.unwrapped
+        vis_gym.set_gym_params(raw, env.name, params)
+        frames = []
+        for state in states:
+            raw.state = vis_gym.get_gym_state(state, env.name)
+            if env.name == "Pendulum-v1":
+                raw.last_u = np.asarray(state.last_u, dtype=np.float64)
+            frames.append(np.asarray(gym_env.render(), np.uint8))
+    finally:
+        gym_env.close()
+    return np.stack(frames)
