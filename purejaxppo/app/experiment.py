@@ -58,7 +58,8 @@ def make_seeds_init(config: PPOConfig, copies: int = 1
     return init_as_batched
 
 
-def _first(tree, n: int):
+def _first(tree: Any, n: int) -> Any:
+    """The first ``n`` entries of every leaf's leading axis."""
     return jax.tree.map(lambda x: x[:n], tree)
 
 
