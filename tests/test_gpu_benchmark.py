@@ -48,10 +48,19 @@ def test_optional_rows_follow_what_is_installed(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "brax" else real(name, *a))
     assert "brax is not installed" in gpu.brax_missing()
+    if real("brax") is not None:  # the envs extra: the Brax row runs
+        monkeypatch.setattr(importlib.util, "find_spec", real)
+        assert gpu.brax_missing() is None
+    # brax "found" but the env cannot be built: the row says why.
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "brax" else real(name, *a))
-    if "brax:halfcheetah" not in envs.registered():
-        assert "purejaxppo.envs.make('brax:halfcheetah') failed" in gpu.brax_missing()
+
+    def cannot_build(env_id: str):
+        raise ValueError(f"{env_id}: no such environment here")
+
+    monkeypatch.setattr(envs, "make", cannot_build)
+    assert gpu.brax_missing() == ("purejaxppo.envs.make('brax:halfcheetah') failed: "
+                                  "brax:halfcheetah: no such environment here")
     monkeypatch.setattr(networks, "registered_networks", lambda: ["mlp", "cnn"])
     assert "no network named 'gru'" in gpu.gru_missing()
     monkeypatch.setattr(networks, "registered_networks", lambda: ["mlp", "cnn", "gru"])

@@ -43,6 +43,13 @@ def rows_of(path: Path) -> int:
         return 0
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C's default disposition in the child, as a command typed in a terminal has: the tests
+    may run under a shell that started them in the background, which ignores SIGINT (and Python
+    then never turns it into KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], cwd: Path, env: dict[str, str], tty: bool = False
           ) -> tuple[subprocess.Popen, int | None]:
     """``python -m purejaxppo ARGS``, its stdout a pseudo-terminal when ``tty`` (progress bar
@@ -51,11 +58,13 @@ def start(args: list[str], cwd: Path, env: dict[str, str], tty: bool = False
         reader, writer = pty.openpty()
         fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         proc = subprocess.Popen([sys.executable, "-m", "purejaxppo", *args], cwd=cwd, env=env,
-                                stdout=writer, stderr=subprocess.PIPE, text=True)
+                                stdout=writer, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=as_in_a_terminal)
         os.close(writer)
         return proc, reader
     proc = subprocess.Popen([sys.executable, "-m", "purejaxppo", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_in_a_terminal)
     return proc, None
 
 
