@@ -31,9 +31,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import spaces as gymnax_spaces
-from gymnax.environments.bsuite.memory_chain import MemoryChain
-from gymnax.environments.classic_control.cartpole import CartPole
 
 from benchmarks.common import (
     add_output_flags,
@@ -47,7 +44,17 @@ from benchmarks.common import (
     write_json,
     write_text,
 )
-from purejaxppo import PPOConfig, envs, make_train
+
+if __name__ == "__main__":
+    # Importing gymnax starts JAX's backend, after which the CPU devices are fixed: one per core
+    # first, so that the seeds split over the cores.
+    use_all_cores()
+
+from gymnax.environments import spaces as gymnax_spaces  # noqa: E402
+from gymnax.environments.bsuite.memory_chain import MemoryChain  # noqa: E402
+from gymnax.environments.classic_control.cartpole import CartPole  # noqa: E402
+
+from purejaxppo import PPOConfig, envs, make_train  # noqa: E402
 from purejaxppo.parallel import seed_sharding
 
 NAME = "memory_tasks"
@@ -171,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                              "apply, so read them as such)")
     add_output_flags(parser)
     args = parser.parse_args(argv)
-    use_all_cores()
+    if __name__ != "__main__":  # run as a script it has (before gymnax's import)
+        use_all_cores()
     rows = [run(TASKS[name], network, args.seeds, args.steps)
             for name in args.tasks for network in args.networks]
     out = output_dir(args)
