@@ -203,17 +203,16 @@ def render_gif(loaded: Loaded, path: str | Path, key: Array, deterministic: bool
     dones = np.asarray(dones)
     length = int(np.argmax(dones)) + 1 if dones.any() else len(dones)
     cumulative = np.cumsum(np.asarray(rewards)[:length])
+    states = jax.tree.map(lambda x: x[:length, 0], states)
+    states = states.inner if isinstance(states, TimedState) else states  # the adapter's own
     if drawn_by_adapter:
-        states = jax.tree.map(lambda x: x[:length, 0], states)
-        inner = states.inner if isinstance(states, TimedState) else states
-        write_gif(path, env.adapter.render(inner))
+        write_gif(path, env.adapter.render(states))
         return float(cumulative[-1]), length
-    frames = [jax.tree.map(lambda x, i=i: x[i, 0], states) for i in range(length)]
+    frames = [jax.tree.map(lambda x, i=i: x[i], states) for i in range(length)]
     if env.env_id.removeprefix("gymnax:") in CLASSIC_CONTROL:
-        inner = [f.inner if isinstance(f, TimedState) else f for f in frames]
-        write_gif(path, classic_control_frames(env.adapter.env, env.adapter.params, inner))
-        return float(cumulative[-1]), length
-    Visualizer(env.adapter.env, env.adapter.params, frames, cumulative).animate(str(path))
+        write_gif(path, classic_control_frames(env.adapter.env, env.adapter.params, frames))
+    else:
+        Visualizer(env.adapter.env, env.adapter.params, frames, cumulative).animate(str(path))
     return float(cumulative[-1]), length
 
 
