@@ -285,15 +285,17 @@ class RecurrentActor(nn.Module):
     action_size: int
     discrete: bool
     activation: str = "tanh"
+    nvec: tuple[int, ...] = ()
+    """MultiDiscrete factor sizes, as :attr:`Actor.nvec`."""
 
     @nn.compact
     def __call__(self, carry: Any, obs: Array, episode_start: Array
-                 ) -> tuple[Any, Categorical | DiagGaussian]:
+                 ) -> tuple[Any, Policy]:
         carry, x = RecurrentTorso(self.cell, self.hidden_sizes, self.activation)(
             carry, obs, episode_start)
         out = _head(self.action_size, Actor.head_scale)(x)
         if self.discrete:
-            return carry, Categorical(out)
+            return carry, categorical(out, self.nvec)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,), jnp.float32)
         return carry, DiagGaussian(out, log_std)
 
@@ -326,7 +328,7 @@ def recurrent_networks(cell: str, env: Any, config: Any) -> Networks:
     """
     hidden = tuple(config.hidden_sizes)
     return Networks(actor=RecurrentActor(cell, hidden, env.action_size, env.discrete,
-                                         config.activation),
+                                         config.activation, env.action_nvec),
                     critic=RecurrentCritic(cell, hidden, config.activation),
                     initial_carry=functools.partial(recurrent_initial_carry, cell, hidden[-1]))
 
