@@ -7,8 +7,9 @@ the same settings and budget, in one invocation.
 
 Same environment (``brax.envs.get_environment(name, backend)``, 1000-step episodes), same number
 of environments, unroll, batch, minibatches, epochs, discount, learning rate, entropy cost,
-clipping (0.3), GAE lambda (0.95), observation normalisation and networks (Brax PPO's defaults:
-policy 4 x 32, value 5 x 256, swish; built here as purejaxppo ``Networks``). A Brax PPO update
+clipping (0.3), an unclipped value loss (as Brax's), GAE lambda (0.95), observation
+normalisation and networks (Brax PPO's defaults: policy 4 x 32, value 5 x 256, swish; built here
+as purejaxppo ``Networks``). A Brax PPO update
 takes ``batch_size * num_minibatches`` unrolls of ``unroll_length`` steps from ``num_envs``
 environments; purejaxppo's rollout is ``num_envs`` x ``batch_size * num_minibatches *
 unroll_length / num_envs`` steps, the same data. Differences that remain: Brax squashes its
@@ -76,6 +77,7 @@ def run_ours(name: str, s: dict, budget: int) -> dict:
                        num_steps=steps_per_env, total_timesteps=max(1, budget // batch) * batch,
                        update_epochs=s["epochs"], num_minibatches=s["num_minibatches"],
                        gamma=s["discount"], gae_lambda=0.95, clip_eps=0.3, lr=s["lr"],
+                       clip_value=False,
                        ent_coef=s["entropy"], vf_coef=0.5, max_grad_norm=1e9, anneal_lr=False,
                        normalize_obs=True, normalize_reward=False)
     from purejaxppo import envs
