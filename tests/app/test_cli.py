@@ -542,7 +542,7 @@ def test_precedence_defaults_preset_file_flags():
     flags = resolve({"env": "Acrobot-v1", "lr": 5e-4}, {"num_envs": 8, "lr": 1e-3})
     assert (flags.config.num_envs, flags.config.lr) == (8, 5e-4)
     # The file's env picks the preset; a flag's env wins over the file's.
-    assert resolve({}, {"env": "Pendulum-v1"}).config.gamma == 0.9
+    assert resolve({}, {"env": "Pendulum-v1"}).config.gamma == 0.98
     assert resolve({"env": "CartPole-v1"}, {"env": "Pendulum-v1"}).config.env == "CartPole-v1"
     no_preset = resolve({"env": "Catch-bsuite", "total_timesteps": 4096})
     assert no_preset.preset is None and no_preset.config.lr == PPOConfig.lr

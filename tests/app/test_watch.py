@@ -265,7 +265,7 @@ print(out.getvalue())
     assert "kl_penalty" in help_text and "policy_gradient" in help_text
     pendulum = help_text.split("train --env ID --help")[-1]
     assert "Defaults shown are those of preset Pendulum-v1" in help_text
-    assert "(default: 0.9)" in pendulum.split("--gamma")[1].split("--")[0]
+    assert "(default: 0.98)" in pendulum.split("--gamma")[1].split("--")[0]
 
 
 def test_numeric_strings_in_yaml_are_numbers(tmp_path):
