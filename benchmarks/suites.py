@@ -42,7 +42,7 @@ _CONTINUOUS = dict(num_envs=16, num_steps=256, update_epochs=10, num_minibatches
 ROWS: dict[str, tuple[dict, str]] = {
     "brax:inverted_pendulum@spring": (dict(_CONTINUOUS, total_timesteps=196_608),
                                       "1000 is the maximum (1000 steps upright)"),
-    "playground:CartpoleBalance": (dict(_CONTINUOUS, total_timesteps=98_304),
+    "playground:CartpoleBalance": (dict(_CONTINUOUS, total_timesteps=983_040),
                                    "1000 is the maximum (reward <= 1 a step, 1000 steps)"),
     "jumanji:Game2048-v1": (dict(_DISCRETE, total_timesteps=262_144),
                             "no published PPO figure looked up"),

@@ -83,7 +83,12 @@ class PPOConfig:
     norm_adv: bool = True
     """Normalise advantages to zero mean, unit std within each minibatch."""
     clip_value: bool = True
-    """Use PPO's clipped value loss (range clip_eps) instead of the plain squared error."""
+    """Use PPO's clipped value loss (range clip_eps) instead of the plain squared error.
+
+    The clipped loss keeps each value within ``clip_eps`` of the rollout's value, in the units of
+    the (possibly normalised) returns, for the whole update: with large unnormalised returns it
+    slows the critic to ``clip_eps`` per update (Brax PPO does not clip; its presets turn it
+    off)."""
     kl_target: float = 0.01
     """Target KL for the adaptive penalty of policy_loss='kl_penalty'."""
     kl_beta_init: float = 1.0
