@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,10 +57,47 @@ from gymnax.environments.bsuite.memory_chain import MemoryChain  # noqa: E402
 from gymnax.environments.classic_control.cartpole import CartPole  # noqa: E402
 
 from purejaxppo import PPOConfig, envs, make_train  # noqa: E402
+from purejaxppo.networks import (  # noqa: E402
+    Critic,
+    Networks,
+    recurrent_networks,
+    register_network,
+    zero_carry,
+)
 from purejaxppo.parallel import seed_sharding
 
 NAME = "memory_tasks"
-NETWORKS = ("mlp", "gru", "lstm")
+NETWORKS = ("mlp", "gru", "lstm", "gru-mlp-critic")
+
+
+class StatelessCritic(nn.Module):
+    """The MLP critic behind the recurrent interface: ``V(obs)`` of the current observation only,
+    its carry passed through untouched."""
+
+    hidden_sizes: Sequence[int]
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: jax.Array, episode_start: jax.Array
+                 ) -> tuple[Any, jax.Array]:
+        return carry, Critic(tuple(self.hidden_sizes), self.activation)(obs)
+
+
+def gru_actor_mlp_critic(env: Any, config: PPOConfig) -> Networks:
+    """The ``"gru"`` actor with a memoryless MLP critic: one cell per step instead of two, the
+    most a shared torso could save in compute (``"gru-mlp-critic"``)."""
+    hidden = tuple(config.hidden_sizes)
+
+    def initial_carry(batch_shape: tuple[int, ...]) -> dict:
+        return {"actor": zero_carry("gru", hidden[-1], batch_shape),
+                "critic": jnp.zeros((*batch_shape, 1), jnp.float32)}
+
+    return Networks(actor=recurrent_networks("gru", env, config).actor,
+                    critic=StatelessCritic(hidden, config.activation),
+                    initial_carry=initial_carry)
+
+
+register_network("gru-mlp-critic", gru_actor_mlp_critic)
 
 
 class CartPoleNoVelocity(CartPole):
@@ -145,7 +184,7 @@ def run(task: Task, network: str, seeds: int, steps: int | None) -> dict:
         "steps_per_s": round(seeds * config.num_updates * config.batch_size / run_s),
         "config": config.to_dict(),
     }
-    print(f"{task.env:24s} {network:5s} {final.mean:8.2f} +- {final.std:6.2f}  ({seeds} seeds, "
+    print(f"{task.env:24s} {network:14s} {final.mean:8.2f} +- {final.std:6.2f}  ({seeds} seeds, "
           f"{config.total_timesteps:,} steps, run {run_s:.0f}s)", flush=True)
     return row
 
