@@ -16,7 +16,9 @@ benchmarks.memory_tasks`` makes them available to the command line too):
   (no velocities). The fully observed task's return is 500 (``benchmarks/results/learning.md``);
   the target is 90% of it, 450, within 1M steps.
 
-Each (task, network) is one program of vmapped seeds; the final return of a seed is
+Networks: ``mlp``, ``gru`` and ``lstm`` by default; ``--networks gru-mlp-critic`` adds the GRU
+actor with a memoryless MLP critic (:func:`gru_actor_mlp_critic`). Each (task, network) is one
+program of vmapped seeds; the final return of a seed is
 :func:`purejaxppo.metrics.final_return` (its mean ``episode_return`` over the last 5% of updates).
 Prints the table and writes ``memory_tasks.{json,md}`` to a temporary directory, or to
 ``benchmarks/results/`` with ``--record``; rows not rerun are kept from the file there.
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_tasks",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--networks", nargs="+", default=["mlp", "gru", "lstm"],
+                        choices=list(NETWORKS))
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None,
                         help="override every task's budget (a shorter run: the targets still "
