@@ -94,9 +94,8 @@ def gru_actor_mlp_critic(env: Any, config: PPOConfig) -> Networks:
         return {"actor": zero_carry("gru", hidden[-1], batch_shape),
                 "critic": jnp.zeros((*batch_shape, 1), jnp.float32)}
 
-    return Networks(actor=recurrent_networks("gru", env, config).actor,
-                    critic=StatelessCritic(hidden, config.activation),
-                    initial_carry=initial_carry)
+    return recurrent_networks("gru", env, config)._replace(
+        critic=StatelessCritic(hidden, config.activation), initial_carry=initial_carry)
 
 
 register_network("gru-mlp-critic", gru_actor_mlp_critic)
