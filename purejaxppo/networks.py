@@ -32,6 +32,73 @@ def layer_gains(num_hidden: int, head_scale: float) -> tuple[float, ...]:
     return (HIDDEN_GAIN,) * num_hidden + (head_scale,)
 
 
+SMALL_WIDTH = 4
+"""Widths at or below this are handled by broadcast multiply-adds in :func:`linear`'s backward."""
+
+
+@jax.custom_vjp
+def linear(x: Array, kernel: Array, bias: Array) -> Array:
+    """``x @ kernel + bias`` over the last axis of ``x`` (any leading axes), as ``nn.Dense``.
+
+    The forward pass is the same product as ``nn.Dense``'s. The backward pass is the usual
+    ``dx = g kernel^T``, ``dkernel = x^T g``, ``dbias = sum g`` over the leading axes, arranged
+    for XLA:CPU: a product that contracts the leading (batch) axis of both operands, ``x^T g``,
+    runs there in a generic kernel several times slower than the fast path when one side is
+    narrow (a 4-wide input layer or a 2-logit head: 8-12 us against ~2 us for one 128-row
+    minibatch). So where one side is narrower than the other, that side is transposed first
+    (a small copy, kept from being folded back into the product by an optimization barrier)
+    and the product runs in the fast row-major form; equal widths use the plain product, and
+    a head of at most :data:`SMALL_WIDTH` outputs back-propagates to ``x`` by broadcast
+    multiply-adds. The values are the same as ``jax.grad`` of the plain product up to float
+    rounding (tested); ``benchmarks/NOTES.md`` has the timings.
+    """
+    return _linear(x, kernel, bias)
+
+
+def _linear(x: Array, kernel: Array, bias: Array) -> Array:
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+
+
+def _linear_fwd(x: Array, kernel: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _linear(x, kernel, bias), (x, kernel)
+
+
+def _linear_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
+    x, kernel = residuals
+    n_in, n_out = kernel.shape
+    if n_out <= SMALL_WIDTH:
+        dx = sum(g[..., j:j + 1] * kernel[:, j] for j in range(n_out))
+    else:
+        dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())))
+    x2 = x.reshape(-1, n_in)
+    g2 = g.reshape(-1, n_out)
+    barrier = jax.lax.optimization_barrier
+    if n_in < n_out:
+        dkernel = barrier(x2.T) @ g2
+    elif n_out < n_in:
+        dkernel = barrier(barrier(g2.T) @ x2).T
+    else:
+        dkernel = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
+    return dx.astype(x.dtype), dkernel, g2.sum(0)
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+class Dense(nn.Module):
+    """``nn.Dense`` (same parameters, names and forward pass) through :func:`linear`."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return linear(x, kernel, bias)
+
+
 class MLP(nn.Module):
     """``Dense -> act`` per hidden layer, then a linear head of ``out_size``.
 
@@ -50,8 +117,8 @@ class MLP(nn.Module):
         widths = (*self.hidden_sizes, self.out_size)
         gains = layer_gains(len(self.hidden_sizes), self.head_scale)
         for i, (width, gain) in enumerate(zip(widths, gains, strict=True)):
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(gain),
-                         bias_init=nn.initializers.zeros)(x)
+            x = Dense(width, kernel_init=nn.initializers.orthogonal(gain),
+                      bias_init=nn.initializers.zeros)(x)
             x = act(x) if i < len(self.hidden_sizes) else x
         return x
 
