@@ -152,11 +152,13 @@ def whole_rollouts(config: PPOConfig, total_timesteps: int) -> PPOConfig:
                           * config.batch_size)
 
 
-def run_module(module: str, args: Sequence[str], timeout_s: float,
-               check: bool = False) -> subprocess.CompletedProcess:
-    """``python -m module args`` in a fresh process, from the repository root, output captured."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s, check=check)
+def run_module(module: str, args: Sequence[str], timeout_s: float, check: bool = False,
+               env: dict[str, str] | None = None, cwd: Path | None = None
+               ) -> subprocess.CompletedProcess:
+    """``python -m module args`` in a fresh process, output captured: from ``cwd`` (default the
+    repository root; ``-m`` puts it first on ``sys.path``) with ``env`` (default this process's)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout_s, check=check, env=env)
 
 
 def device_info() -> dict[str, str]:

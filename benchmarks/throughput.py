@@ -18,6 +18,10 @@ table gives the range too): this machine's speed drifts by 10-20% within minutes
 and writes ``throughput.{json,md}`` to a temporary directory, or to ``benchmarks/results/`` with
 ``--record`` (``benchmarks/common.py``); a run of some settings (``--only``) writes
 ``throughput_partial.{json,md}`` and leaves the full table alone.
+
+``--baseline REF`` runs every chosen setting a second time, right after ours, with the library
+(the ``purejaxppo/`` package) as it was at git revision ``REF`` and these same benchmark
+scripts: the gain of a change measured as a ratio in one invocation, on one machine.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ import resource
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 
+import purejaxppo
 from benchmarks.common import (
+    REPO,
     add_output_flags,
     compile_and_time,
     finals,
@@ -155,18 +164,52 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_compile_mb": rss0 / 1024,
         "final_return_mean": finals(result.metrics["episode_return"]).mean,
+        "package": str(Path(purejaxppo.__file__).resolve().parent),
     }
 
 
-def run_subprocess(index: int, quick: bool, repeats: int) -> dict:
-    args = ["--one", str(index), "--repeats", str(repeats)] + (["--quick"] if quick else [])
-    try:
-        out = run_module(MODULE, args, timeout_s=1800)
-    except subprocess.TimeoutExpired:
-        return {"setting": settings()[index].name, "error": ["timed out after 1800 s"]}
+def baseline_package(ref: str) -> Path:
+    """The ``purejaxppo/`` package of git revision ``ref``, unpacked in a new temporary
+    directory, which is returned (put it first on ``PYTHONPATH`` to import that version).
+
+    Raises:
+        ValueError: ``ref`` is not a revision of this repository, or has no ``purejaxppo/``.
+    """
+    out = subprocess.run(["git", "archive", "--format=tar", ref, "purejaxppo"], cwd=REPO,
+                         capture_output=True)
     if out.returncode != 0:
-        return {"setting": settings()[index].name, "error": out.stderr.strip().splitlines()[-1:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        why = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["git failed"]
+        raise ValueError(f"--baseline {ref}: {why[0]} (give a commit, tag or branch of this "
+                         "repository)")
+    root = Path(tempfile.mkdtemp(prefix="purejaxppo-baseline-"))
+    with tempfile.TemporaryFile() as archive:
+        archive.write(out.stdout)
+        archive.seek(0)
+        with tarfile.open(fileobj=archive) as tar:
+            tar.extractall(root, filter="data")
+    return root
+
+
+def run_subprocess(index: int, quick: bool, repeats: int, package_root: Path | None = None
+                   ) -> dict:
+    """One setting in a fresh process; with ``package_root``, importing the library from there."""
+    args = ["--one", str(index), "--repeats", str(repeats)] + (["--quick"] if quick else [])
+    env = None
+    if package_root is not None:  # run from there (first on sys.path), these scripts from REPO
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    name = settings()[index].name
+    try:
+        out = run_module(MODULE, args, timeout_s=1800, env=env, cwd=package_root)
+    except subprocess.TimeoutExpired:
+        return {"setting": name, "error": ["timed out after 1800 s"]}
+    if out.returncode != 0:
+        return {"setting": name, "error": out.stderr.strip().splitlines()[-1:]}
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = (package_root or REPO) / "purejaxppo"
+    if Path(record.get("package", "")) != expected.resolve():
+        return {"setting": name, "error": [f"imported {record.get('package')}, not {expected}"]}
+    return record
 
 
 MEDIAN_KEYS = ("compile_s", "run_s", "steps_per_s", "flop_per_s", "peak_rss_mb")
@@ -201,7 +244,8 @@ def _flops(row: dict, peak: float) -> str:
     return f"{flop_per_s / 1e9:.1f} | {flop_per_s / peak:.1%}"
 
 
-def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) -> str:
+def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1,
+             baseline: list[dict] | None = None, baseline_ref: str = "") -> str:
     lines = [f"Each figure is the median of {trials} runs, alternating with the peers' (range in "
              "brackets).", ""] if trials > 1 else []
     lines += [f"Matmul peak measured now: {peak / 1e9:.0f} GFLOP/s (1024x1024 float32, XLA, "
@@ -240,6 +284,19 @@ def markdown(rows: list[dict], peak: float, peers: list[dict], trials: int = 1) 
             steps = _figure(p, "steps_per_s", lambda v: f"{v / 1e3:,.1f}k")
             lines.append(f"| {p['peer']} | {seeds} | {compile_s} | {steps} | "
                          f"{ratios[0]} | {ratios[1]} |")
+    if baseline:
+        lines += ["", f"The library at `{baseline_ref}`, each setting run right after ours "
+                  "(same scripts, same invocation):", "",
+                  "| setting | compile s | env steps/s | ours / it (speed) | ours / it (compile) |",
+                  "|---|---|---|---|---|"]
+        for b, r in zip(baseline, rows, strict=True):
+            if "error" in b or "error" in r:
+                lines.append(f"| {b['setting']} | error: {b.get('error') or r.get('error')} | | | |")
+                continue
+            lines.append(f"| {b['setting']} | {_figure(b, 'compile_s', lambda v: f'{v:.1f}')} | "
+                         f"{_figure(b, 'steps_per_s', lambda v: f'{v / 1e3:,.0f}k')} | "
+                         f"{r['steps_per_s'] / b['steps_per_s']:.2f}x | "
+                         f"{r['compile_s'] / b['compile_s']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--peers", nargs="+", metavar="NAME",
+                        help="run only these peers (of: sb3 rejax); default all")
     parser.add_argument("--only", nargs="*", type=int,
                         help="indices of settings to run (written to throughput_partial.*)")
     parser.add_argument("--trials", type=int, default=1,
@@ -257,11 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the markdown table from the JSON of the last run (in "
                              "the output directory)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run each setting with the library at git revision REF, "
+                             "right after ours")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     add_output_flags(parser)
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f"--trials must be >= 1, got {args.trials}")
+    known_peers = sorted({n for names, _ in PEERS_AFTER.values() for n in names})
+    if args.peers and not set(args.peers) <= set(known_peers):
+        parser.error(f"--peers: choose from {' '.join(known_peers)}, got {' '.join(args.peers)}")
+    if args.only and not set(args.only) <= set(range(len(settings()))):
+        parser.error(f"--only: settings are numbered 0..{len(settings()) - 1}, got {args.only}")
     if args.one is not None:  # a child process: one setting, its record on stdout
         print(json.dumps(run_one(settings()[args.one], args.quick, args.repeats)))
         return 0
@@ -272,36 +339,53 @@ def main(argv: list[str] | None = None) -> int:
         if not payload:
             parser.error(f"--render: there is no {out / name}.json to render")
         table = markdown(payload["rows"], payload["matmul_peak_flop_per_s"], payload["peers"],
-                         payload.get("trials", 1))
+                         payload.get("trials", 1), payload.get("baseline"),
+                         payload.get("baseline_ref", ""))
         print(table)
         print_written([write_text(out / f"{name}.md", table)])
         return 0
 
+    package_root = None
+    if args.baseline:
+        try:
+            package_root = baseline_package(args.baseline)
+        except ValueError as err:
+            parser.error(str(err))
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
     rows: list[dict] = []
     peers: list[dict] = []
+    baseline: list[dict] = []
     for i, setting in enumerate(settings()):
         if args.only and i not in args.only:
             continue
         trials: list[dict] = []
         peer_trials: list[list[dict]] = []
+        baseline_trials: list[dict] = []
         for _ in range(args.trials):
             row = run_subprocess(i, args.quick, args.repeats)
             trials.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
+            if package_root is not None:
+                before = run_subprocess(i, args.quick, args.repeats, package_root)
+                baseline_trials.append(before)
+                print(json.dumps({"baseline": args.baseline, **before}), flush=True)
             if not args.no_peers and setting.name in PEERS_AFTER:
                 # Right after the setting they are compared with: the machine is shared and its
                 # speed drifts, so each ratio is of two runs minutes apart, not a whole run apart.
                 names, seeds = PEERS_AFTER[setting.name]
+                names = [n for n in names if not args.peers or n in args.peers]
                 total = setting.quick_timesteps if args.quick else setting.total_timesteps
                 peer_trials.append(run_peers(total, names, seeds))
         rows.append(median_record(trials))
         peers += [median_record(list(same)) for same in zip(*peer_trials, strict=True)]
+        if baseline_trials:
+            baseline.append(median_record(baseline_trials))
     payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "matmul_peak_flop_per_s": peak, "quick": args.quick, "trials": args.trials,
-               "rows": rows, "peers": peers}
-    table = markdown(rows, peak, peers, args.trials)
+               "rows": rows, "peers": peers, "baseline": baseline,
+               "baseline_ref": args.baseline or ""}
+    table = markdown(rows, peak, peers, args.trials, baseline, args.baseline or "")
     print(table)
     print_written([write_json(out / f"{name}.json", payload),
                    write_text(out / f"{name}.md", table)])
