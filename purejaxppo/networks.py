@@ -59,12 +59,13 @@ def _linear(x: Array, kernel: Array, bias: Array) -> Array:
     return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
 
 
-def _linear_fwd(x: Array, kernel: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _linear(x, kernel, bias), (x, kernel)
+def _linear_fwd(x: Array, kernel: Array, bias: Array
+                ) -> tuple[Array, tuple[Array, Array, Any]]:
+    return _linear(x, kernel, bias), (x, kernel, jnp.zeros((), bias.dtype))
 
 
-def _linear_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
-    x, kernel = residuals
+def _linear_bwd(residuals: tuple[Array, Array, Any], g: Array) -> tuple[Array, Array, Array]:
+    x, kernel, bias_zero = residuals
     n_in, n_out = kernel.shape
     if n_out <= SMALL_WIDTH:
         dx = sum(g[..., j:j + 1] * kernel[:, j] for j in range(n_out))
@@ -79,23 +80,26 @@ def _linear_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array,
         dkernel = barrier(barrier(g2.T) @ x2).T
     else:
         dkernel = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
-    return dx.astype(x.dtype), dkernel, g2.sum(0)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype), g2.sum(0).astype(bias_zero.dtype)
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 class Dense(nn.Module):
-    """``nn.Dense`` (same parameters, names and forward pass) through :func:`linear`."""
+    """``nn.Dense`` (same parameters, names, float32 parameters under x64, and forward pass)
+    through :func:`linear`."""
 
     features: int
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        bias = self.param("bias", self.bias_init, (self.features,))
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         return linear(x, kernel, bias)
 
 
