@@ -103,6 +103,33 @@ class Dense(nn.Module):
         return linear(x, kernel, bias)
 
 
+class Conv(nn.Module):
+    """``nn.Conv(features, (3, 3), padding="VALID")`` (same parameters, names and values) as one
+    product of the 3x3 patches with the kernel, through :func:`linear`.
+
+    ``[N, H, W, C] -> [N, H - 2, W - 2, features]``. XLA:CPU computes a convolution's kernel
+    gradient as a second convolution whose window is the whole output map, which on a MinAtar grid
+    took ~80 ms per 1024-sample minibatch against ~0.6 ms for the forward convolution
+    (``benchmarks/NOTES.md``); as patches times kernel, the gradient is one ``linear`` backward.
+    """
+
+    features: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (3, 3, channels, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        h, w = x.shape[-3] - 2, x.shape[-2] - 2
+        patches = jnp.concatenate([x[..., i:i + h, j:j + w, :] for i in range(3)
+                                   for j in range(3)], axis=-1)
+        return linear(patches, kernel.reshape(9 * channels, self.features), bias)
+
+
 class MLP(nn.Module):
     """``Dense -> act`` per hidden layer, then a linear head of ``out_size``.
 
@@ -231,9 +258,8 @@ class ConvTorso(nn.Module):
         act = ACTIVATION_FNS[self.activation]
         batch = obs.shape[:-1]
         x = obs.reshape(-1, *self.obs_shape)
-        x = nn.Conv(self.features, (3, 3), padding="VALID",
-                    kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
-                    bias_init=nn.initializers.zeros)(x)
+        x = Conv(self.features, kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
+                 bias_init=nn.initializers.zeros)(x)
         x = act(x).reshape(x.shape[0], -1)
         for width in self.hidden_sizes:
             x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),

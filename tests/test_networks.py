@@ -182,3 +182,25 @@ def test_dense_has_nn_dense_parameters_and_output():
     assert jax.tree.structure(ours) == jax.tree.structure(theirs)
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
     np.testing.assert_array_equal(Dense(5).apply(ours, x), nn.Dense(5).apply(theirs, x))
+
+
+def test_conv_is_nn_conv_with_the_same_parameters_values_and_gradients():
+    import flax.linen as nn
+
+    from purejaxppo.networks import Conv
+    x = jax.random.normal(jax.random.key(1), (5, 10, 10, 4))
+    ours = Conv(16, kernel_init=nn.initializers.orthogonal(1.4))
+    theirs = nn.Conv(16, (3, 3), padding="VALID", kernel_init=nn.initializers.orthogonal(1.4))
+    p_ours, p_theirs = ours.init(jax.random.key(0), x), theirs.init(jax.random.key(0), x)
+    assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)
+    jax.tree.map(np.testing.assert_array_equal, p_ours, p_theirs)
+    out = ours.apply(p_ours, x)
+    assert out.shape == (5, 8, 8, 16)
+    np.testing.assert_allclose(out, theirs.apply(p_theirs, x), rtol=1e-5, atol=1e-5)
+    p_ours = jax.tree.map(lambda a: a + 0.1, p_ours)  # nonzero bias, so its gradient path counts
+    p_theirs = jax.tree.map(lambda a: a + 0.1, p_theirs)
+    loss = lambda net, p: jnp.sum(jnp.tanh(net.apply(p, x)) ** 2)  # noqa: E731
+    g_ours = jax.jit(jax.grad(lambda p: loss(ours, p)))(p_ours)
+    g_theirs = jax.grad(lambda p: loss(theirs, p))(p_theirs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+                 g_ours, g_theirs)
