@@ -103,7 +103,7 @@ class Dense(nn.Module):
         return linear(x, kernel, bias)
 
 
-class Conv(nn.Module):
+class Conv(Dense):
     """``nn.Conv(features, (3, 3), padding="VALID")`` (same parameters, names and values) as one
     product of the 3x3 patches with the kernel, through :func:`linear`.
 
@@ -111,12 +111,8 @@ class Conv(nn.Module):
     gradient as a second convolution whose window is the whole output map, which on a MinAtar grid
     took ~80 ms per 1024-sample minibatch against ~0.6 ms for the forward convolution
     (``benchmarks/NOTES.md``); as patches times kernel, the gradient is one ``linear`` backward.
+    The fields are :class:`Dense`'s.
     """
-
-    features: int
-    kernel_init: Callable = nn.initializers.lecun_normal()
-    bias_init: Callable = nn.initializers.zeros
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
