@@ -169,8 +169,10 @@ def test_a_process_that_dies_stops_the_other_with_one_line(tmp_path, env, killed
         results = group.wait(60, settle_s=3)
     other = results[1 - killed]
     # Process 1 dead: process 0's watchdog ends it (exit 1). Process 0, which hosts the
-    # coordinator, dead: JAX aborts process 1 at once (SIGABRT) and its stderr filter says why.
-    assert other.code == (1 if killed == 1 else -6) and time.monotonic() - start < 40, other
+    # coordinator, dead: JAX aborts process 1 (SIGABRT) and its stderr filter says why, unless
+    # process 1's own watchdog sees the loss first (exit 1; seen on a loaded machine).
+    codes = (1,) if killed == 1 else (-6, 1)
+    assert other.code in codes and time.monotonic() - start < 40, other
     expected = ("process 0: process 1 gave no sign of life for 5 s" if killed == 1
                 else "process 1: lost the coordinator (process 0)")
     one_line(other, expected)
