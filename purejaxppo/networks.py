@@ -44,9 +44,9 @@ def linear(x: Array, kernel: Array, bias: Array) -> Array:
     ``dx = g kernel^T``, ``dkernel = x^T g``, ``dbias = sum g`` over the leading axes, arranged
     for XLA:CPU: a product that contracts the leading (batch) axis of both operands, ``x^T g``,
     runs there in a generic kernel several times slower than the fast path when one side is
-    narrow (a 4-wide input layer or a 2-logit head: 8-12 us against ~2 us for one 128-row
-    minibatch). So where one side is narrower than the other, that side is transposed first
-    (a small copy, kept from being folded back into the product by an optimization barrier)
+    narrow (a 4-wide input layer or a 2-logit head). So where one side is narrower than the
+    other, that side is transposed first (a small copy, kept from being folded back into the
+    product by an optimization barrier)
     and the product runs in the fast row-major form; equal widths use the plain product, and
     a head of at most :data:`SMALL_WIDTH` outputs back-propagates to ``x`` by broadcast
     multiply-adds. The values are the same as ``jax.grad`` of the plain product up to float
@@ -108,9 +108,9 @@ class Conv(Dense):
     product of the 3x3 patches with the kernel, through :func:`linear`.
 
     ``[N, H, W, C] -> [N, H - 2, W - 2, features]``. XLA:CPU computes a convolution's kernel
-    gradient as a second convolution whose window is the whole output map, which on a MinAtar grid
-    took ~80 ms per 1024-sample minibatch against ~0.6 ms for the forward convolution
-    (``benchmarks/NOTES.md``); as patches times kernel, the gradient is one ``linear`` backward.
+    gradient as a second convolution whose window is the whole output map, over a hundred times
+    slower there than the forward convolution (``benchmarks/NOTES.md`` has the timings); as
+    patches times kernel, the gradient is one ``linear`` backward.
     The fields are :class:`Dense`'s.
     """
 
