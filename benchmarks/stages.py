@@ -8,7 +8,8 @@ For each seed count, four programs run ``--updates`` updates in one ``lax.scan``
 (the default: JAX's one CPU device), compiled with ``compiler_options()`` as the command line
 compiles, each timed as the best of ``--repeats`` runs after a warm-up:
 
-* ``rollout``: the rollout alone (only its rewards are kept, so XLA drops the stored transitions);
+* ``rollout``: the rollout alone (only its rewards are kept, so XLA drops the stored transitions
+  and the critic's forward pass, whose values nothing reads);
 * ``rollout + advantages``: the rollout and the advantages stage (transitions stored, critic on the
   final observations, GAE);
 * ``sgd``: the update rule alone on one fixed batch (4 epochs x 4 minibatch steps by default);
