@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 import purejaxppo
 from benchmarks.common import (
@@ -75,6 +76,11 @@ class Setting:
     quick_timesteps: int
     all_cores: bool = False
     """One CPU device per core (``use_cpu_cores``), the seeds split over them as the CLI does."""
+    runner: str = "vmap"
+    """``"vmap"``: ``jax.vmap(make_train(config))``, the seeds' keys on ``seed_sharding`` (the
+    command line's program); ``"train_runs"``: ``purejaxppo.sweeps.train_runs``, the path of
+    ``sweep`` and ``random_search`` (each device its share of the runs through ``shard_map``, in
+    groups of ``parallel.runs_per_batch()``)."""
 
 
 def settings() -> list[Setting]:
@@ -84,7 +90,8 @@ def settings() -> list[Setting]:
         Setting("cartpole 4 envs x 16 seeds", cp, 16, {}, 499_712, 65_536),
         Setting("cartpole 4 envs x 16 seeds, all cores", cp, 16, {}, 499_712, 65_536, True),
         Setting("cartpole 4 envs x 64 seeds", cp, 64, {}, 249_856, 32_768),
-        Setting("cartpole 4 envs x 64 seeds, all cores", cp, 64, {}, 249_856, 32_768, True),
+        Setting("cartpole 4 envs x 64 seeds, all cores", cp, 64, {}, 249_856, 32_768, True,
+                "train_runs"),
         Setting("cartpole 64 envs x 1 seed", cp, 1, {"num_envs": 64}, 1_048_576, 262_144),
         Setting("cartpole 1024 envs x 1 seed", cp, 1, {"num_envs": 1024}, 2_097_152, 524_288),
         Setting("breakout-minatar preset x 1 seed", "Breakout-MinAtar", 1, {}, 327_680, 65_536),
@@ -92,6 +99,10 @@ def settings() -> list[Setting]:
         # The recurrent policy against rows 0 and 1: the same config with network="gru".
         Setting("cartpole gru 4 envs x 1 seed", cp, 1, {"network": "gru"}, 131_072, 32_768),
         Setting("cartpole gru 4 envs x 16 seeds", cp, 16, {"network": "gru"}, 65_536, 16_384),
+        # Row 4's runs as one vmap partitioned by jit (the command line's program): the effect of
+        # training each device's runs in groups.
+        Setting("cartpole 4 envs x 64 seeds, all cores, one vmap", cp, 64, {}, 249_856, 32_768,
+                True),
     ]
 
 
@@ -150,7 +161,16 @@ def run_one(setting: Setting, quick: bool, repeats: int) -> dict:
     if sharding is not None:  # jit partitions the vmap over the seed axis
         args = jax.device_put(keys, sharding)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result, compile_s, run_s = compile_and_time(fn, args, repeats=repeats)
+    if setting.runner == "train_runs":  # the program sweeps.train_runs jits, on the keys' data
+        from purejaxppo.sweeps import runs_program
+
+        fn = runs_program(config, setting.seeds, jax.random.key_impl(keys))
+        hparams = jax.tree.map(lambda v: np.full(setting.seeds, v, np.float32),
+                               config.hyperparams())
+        args = (np.asarray(jax.random.key_data(keys)), hparams, None)
+    else:
+        args = (args,)
+    result, compile_s, run_s = compile_and_time(fn, *args, repeats=repeats)
     steps = setting.seeds * config.num_updates * config.batch_size
     env = envs.make(config.env)
     flops = flops_per_env_step(config, env.obs_size, env.action_size)

@@ -10,6 +10,8 @@ runs multi-host. Nothing here uses ``pmap``.
 * :func:`use_cpu_cores` makes every core of a CPU host a JAX device (JAX shows one CPU device
   by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
   sweep or of the command line's seeds spread over the cores.
+* :func:`vmap_in_batches` trains a device's runs a group at a time (:func:`runs_per_batch`:
+  groups of 8 on a CPU split into one device per core, whose caches then hold a group).
 * :func:`compiler_options`: per-program XLA options that shorten compile time on AMD CPUs.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices; the
   partitioner of ``jax.jit`` adds the collectives, so the parameters are one replicated value.
@@ -227,6 +229,65 @@ def shard_runs(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     # check_vma=False: the scans' carries start as per-device constants and become per-device
     # data; nothing is communicated, so there is nothing for the check to protect.
     return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+
+
+RUNS_PER_BATCH_CPU = 8
+"""Runs a one-core CPU device computes side by side by default (:func:`runs_per_batch`)."""
+
+
+def runs_per_batch(platform: str | None = None, devices: int | None = None) -> int | None:
+    """How many independent runs a device computes side by side by default.
+
+    :data:`RUNS_PER_BATCH_CPU` when the CPU is split into one device per core
+    (:func:`use_cpu_cores`: ``platform`` ``"cpu"`` and ``devices``, the process's local device
+    count, above one): a group's parameters, optimizer state and batch then stay in its core's
+    caches, where a device holding more runs streams all of them through memory at every step
+    (measured in ``benchmarks/NOTES.md``). None otherwise, one ``vmap`` of every run: an
+    accelerator wants the widest batch, and one CPU device spanning several cores spreads the
+    wider products over them (groups of 8 measured slower there).
+    """
+    platform = jax.default_backend() if platform is None else platform
+    devices = jax.local_device_count() if devices is None else devices
+    return RUNS_PER_BATCH_CPU if platform == "cpu" and devices > 1 else None
+
+
+def group_size(num_runs: int, batch_size: int) -> int:
+    """The size of the groups :func:`vmap_in_batches` splits ``num_runs`` runs into: the largest
+    divisor of ``num_runs`` from ``ceil(batch_size / 2)`` to ``batch_size`` (equal groups, one
+    compiled body), else ``batch_size`` (the remainder is a smaller group of its own)."""
+    if num_runs <= batch_size:
+        return num_runs
+    for size in range(batch_size, (batch_size + 1) // 2 - 1, -1):
+        if num_runs % size == 0:
+            return size
+    return batch_size
+
+
+def vmap_in_batches(fn: Callable[..., Any], batch_size: int | None) -> Callable[..., Any]:
+    """``jax.vmap(fn)`` over the leading axis of every argument, computed a group at a time.
+
+    The runs are split into groups of :func:`group_size` and ``jax.lax.map`` loops over the
+    groups, each group one ``vmap`` of ``fn``; ``batch_size`` None, or at least the number of
+    runs, is ``jax.vmap(fn)`` itself. Each run's result is ``fn`` of its own arguments either
+    way; XLA batches a group's matrix products at the group's width, so the rounding follows the
+    group size as it follows the number of runs on a device. Under ``jax.jit`` the argument
+    must not be split over devices (a loop over a split axis gathers it): inside
+    :func:`shard_runs` each device loops over its own runs.
+
+    Raises:
+        ValueError: ``batch_size`` is not positive.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive number of runs or None")
+    batched = jax.vmap(fn)
+
+    def mapped(*args: Any) -> Any:
+        num_runs = jax.tree.leaves(args)[0].shape[0]
+        if batch_size is None or num_runs <= batch_size:
+            return batched(*args)
+        return jax.lax.map(lambda a: fn(*a), args, batch_size=group_size(num_runs, batch_size))
+
+    return mapped
 
 
 def env_carry_sharding(env_carry: EnvCarry, mesh: Mesh, axis_name: str) -> EnvCarry:

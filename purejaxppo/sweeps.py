@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,7 +25,14 @@ from jax.sharding import Mesh
 
 from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
 from purejaxppo.metrics import final_return, final_window
-from purejaxppo.parallel import compiler_options, device_mesh, dividing_devices, shard_runs
+from purejaxppo.parallel import (
+    compiler_options,
+    device_mesh,
+    dividing_devices,
+    runs_per_batch,
+    shard_runs,
+    vmap_in_batches,
+)
 from purejaxppo.train import TrainResult, as_key, make_train
 
 Array = jax.Array
@@ -236,31 +243,48 @@ def sweep(config: PPOConfig, seeds: int | Array = 16,
     return SweepResult(result, axes, {**values, "seed": seed_labels}, config)
 
 
+def runs_program(config: PPOConfig, num_runs: int, impl: Any,
+                 policy_losses: tuple[str, ...] | None = None, mesh: Mesh | None = None,
+                 batch_size: int | None = None) -> Callable[..., TrainResult]:
+    """``program(key_data [B], hparams [B], loss_index [B] | None) -> TrainResult``, to jit:
+    ``num_runs`` independent runs of ``make_train(config, policy_losses)``.
+
+    The runs are split over the devices of :func:`choose_mesh` (``mesh``) with
+    :func:`purejaxppo.parallel.shard_runs`, and each device trains its runs ``batch_size`` at a
+    time (:func:`purejaxppo.parallel.vmap_in_batches`; by default
+    :func:`purejaxppo.parallel.runs_per_batch`: 8 on a CPU split into one device per core, all
+    of them in one ``vmap`` elsewhere). ``impl`` is the keys' PRNG implementation
+    (``jax.random.key_impl``): the program takes their raw key data, which ``shard_map`` splits.
+    """
+    train = make_train(config, policy_losses)
+
+    def one(key_data: Array, hparams: Hyperparams, loss_index: Array | None) -> TrainResult:
+        return train(jax.random.wrap_key_data(key_data, impl=impl), hparams, loss_index)
+
+    program = vmap_in_batches(one, runs_per_batch() if batch_size is None else batch_size)
+    use = choose_mesh(num_runs, mesh)
+    return program if use is None else shard_runs(program, use)
+
+
 def train_runs(config: PPOConfig, keys: Array, hparams: Hyperparams,
                policy_losses: tuple[str, ...] | None = None, loss_index: Array | None = None,
-               mesh: Mesh | None = None) -> TrainResult:
+               mesh: Mesh | None = None, batch_size: int | None = None) -> TrainResult:
     """Trains a flat batch of independent runs in one jitted program, split over the devices.
 
     Run ``b`` is ``make_train(config, policy_losses)(keys[b], hparams[b], loss_index[b])``.
-    The machinery of :func:`sweep` (and of :func:`purejaxppo.search.random_search`).
+    The machinery of :func:`sweep` (and of :func:`purejaxppo.search.random_search`); the program
+    is :func:`runs_program`'s.
 
     Args:
         keys: ``[B]`` typed keys, one per run.
         hparams: :class:`Hyperparams` of ``[B]`` arrays.
         policy_losses, loss_index: as in :func:`purejaxppo.make_train`; ``loss_index`` ``[B]``.
         mesh: as in :func:`sweep` (:func:`choose_mesh`).
+        batch_size: as in :func:`runs_program`.
     """
-    num_runs = keys.shape[0]
     key_data = np.asarray(jax.random.key_data(keys))
-    impl = jax.random.key_impl(keys)
-    train = jax.vmap(make_train(config, policy_losses))
-
-    def program(key_data: Array, hparams: Hyperparams, loss_index: Array | None) -> TrainResult:
-        return train(jax.random.wrap_key_data(key_data, impl=impl), hparams, loss_index)
-
-    use = choose_mesh(num_runs, mesh)
-    if use is not None:
-        program = shard_runs(program, use)
+    program = runs_program(config, keys.shape[0], jax.random.key_impl(keys), policy_losses,
+                           mesh, batch_size)
     result = jax.jit(program, compiler_options=compiler_options())(key_data, hparams, loss_index)
     # Wait for every device first: when the grid's leading axis does not divide over the devices,
     # a later reshape is a program with an all-gather, and XLA:CPU aborts a collective that one

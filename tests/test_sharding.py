@@ -233,3 +233,63 @@ def test_cgroup_cpu_quota_files(tmp_path):
     assert _cgroup_cpu_quota(str(tmp_path)) == 4
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert _cgroup_cpu_quota(str(tmp_path)) is None
+
+
+def test_runs_train_in_groups_per_device_and_equal_one_vmap():
+    out = run_script("""
+        from purejaxppo.parallel import runs_per_batch
+        from purejaxppo.sweeps import runs_program, train_runs
+        assert runs_per_batch() == 8  # four CPU devices: one per core
+        config = PPOConfig(total_timesteps=1024, num_envs=4, num_steps=64, update_epochs=2,
+                           num_minibatches=2)
+        n = 24  # 6 runs per device
+        keys = jax.random.split(jax.random.key(3), n)
+        hparams = jax.tree.map(lambda v: np.full(n, v, np.float32), config.hyperparams())
+        hparams = hparams._replace(lr=np.linspace(1e-4, 1e-3, n).astype(np.float32))
+        whole = train_runs(config, keys, hparams, batch_size=6)
+        assert len(whole.metrics["episode_return"].sharding.device_set) == 4
+        for size in (4, 2, 1):  # groups of 3, 2 and 1 per device
+            grouped = train_runs(config, keys, hparams, batch_size=size)
+            assert len(grouped.metrics["episode_return"].sharding.device_set) == 4
+            assert_trees_close((grouped.params, grouped.metrics), (whole.params, whole.metrics))
+        # Each device loops over its own groups: a scan of 3 groups of 2 inside the shard_map.
+        impl = jax.random.key_impl(keys)
+        text = str(jax.make_jaxpr(runs_program(config, n, impl, batch_size=2))(
+            np.asarray(jax.random.key_data(keys)), hparams, None))
+        assert "shard_map" in text and "length=3" in text, text[:2000]
+        text = str(jax.make_jaxpr(runs_program(config, n, impl, batch_size=6))(
+            np.asarray(jax.random.key_data(keys)), hparams, None))
+        assert "length=3" not in text
+        print("OK")
+    """)
+    assert "OK" in out
+
+
+def test_group_size_and_vmap_in_batches():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import pytest
+
+    from purejaxppo.parallel import group_size, runs_per_batch, vmap_in_batches
+
+    assert group_size(32, 8) == 8 and group_size(30, 8) == 6 and group_size(6, 8) == 6
+    assert group_size(7, 3) == 3  # no divisor of 7 in [2, 3]: groups of 3 and a remainder
+    assert runs_per_batch("cpu", 2) == 8
+    assert runs_per_batch("cpu", 1) is None and runs_per_batch("gpu", 8) is None
+
+    def f(w, x):  # a product per run, so that grouping is visible in the program
+        return jnp.tanh(x @ w), {"sum": (w * x[0]).sum()}
+
+    w = jax.random.normal(jax.random.key(0), (7, 5, 5))
+    x = jax.random.normal(jax.random.key(1), (7, 3, 5))
+    want = jax.vmap(f)(w, x)
+    for size in (None, 1, 2, 3, 7, 9):
+        got = jax.jit(vmap_in_batches(f, size))(w, x)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert "scan" in str(jax.make_jaxpr(vmap_in_batches(f, 3))(w, x))
+    assert "scan" not in str(jax.make_jaxpr(vmap_in_batches(f, 7))(w, x))
+    with pytest.raises(ValueError, match="batch_size=0"):
+        vmap_in_batches(f, 0)
