@@ -12,11 +12,12 @@ then the best of ``--repeats`` runs. The machine's matmul peak is measured on th
 (1024x1024 float32 through XLA) and every setting reports ``achieved FLOP/s / peak``. FLOPs are
 counted analytically from the MLP sizes (see ``flops_per_env_step``). Peers
 (``benchmarks/peers``) run in the same invocation, each right after the setting it is compared
-with, so ratios compare like with like on a noisy shared machine. With ``--trials N`` each
-setting and its peers run N times, alternating, and every figure is the median of the N (the
-table gives the range too): this machine's speed drifts by 10-20% within minutes. Prints the table
-and writes ``throughput.{json,md}`` to a temporary directory, or to ``benchmarks/results/`` with
-``--record`` (``benchmarks/common.py``); a run of some settings (``--only``) writes
+with, so ratios compare like with like on a noisy shared machine. With ``--trials N`` the chosen
+settings and their peers run N rounds, each round every setting once followed by its peers, and
+every figure is the median of the N (the table gives the range too): this machine's speed
+drifts by 10-20% within minutes. Prints the table and writes ``throughput.{json,md}`` to a
+temporary directory, or to ``benchmarks/results/`` with ``--record``
+(``benchmarks/common.py``); a run of some settings (``--only``) writes
 ``throughput_partial.{json,md}`` and leaves the full table alone.
 
 ``--baseline REF`` runs every chosen setting a second time, right after ours, with the library
@@ -373,22 +374,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     peak = matmul_peak()
     print(f"matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
-    rows: list[dict] = []
-    peers: list[dict] = []
-    baseline: list[dict] = []
-    for i, setting in enumerate(settings()):
-        if args.only and i not in args.only:
-            continue
-        trials: list[dict] = []
-        peer_trials: list[list[dict]] = []
-        baseline_trials: list[dict] = []
-        for _ in range(args.trials):
+    chosen = [(i, s) for i, s in enumerate(settings()) if not args.only or i in args.only]
+    trials: dict[int, list[dict]] = {i: [] for i, _ in chosen}
+    peer_trials: dict[int, list[list[dict]]] = {i: [] for i, _ in chosen}
+    baseline_trials: dict[int, list[dict]] = {i: [] for i, _ in chosen}
+    for _ in range(args.trials):  # rounds: every chosen setting and its contenders once each
+        for i, setting in chosen:
             row = run_subprocess(i, args.quick, args.repeats)
-            trials.append(row)
+            trials[i].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "config"}), flush=True)
             if package_root is not None:
                 before = run_subprocess(i, args.quick, args.repeats, package_root)
-                baseline_trials.append(before)
+                baseline_trials[i].append(before)
                 print(json.dumps({"baseline": args.baseline, **before}), flush=True)
             if not args.no_peers and setting.name in PEERS_AFTER:
                 # Right after the setting they are compared with: the machine is shared and its
@@ -396,11 +393,11 @@ def main(argv: list[str] | None = None) -> int:
                 names, seeds = PEERS_AFTER[setting.name]
                 names = [n for n in names if not args.peers or n in args.peers]
                 total = setting.quick_timesteps if args.quick else setting.total_timesteps
-                peer_trials.append(run_peers(total, names, seeds))
-        rows.append(median_record(trials))
-        peers += [median_record(list(same)) for same in zip(*peer_trials, strict=True)]
-        if baseline_trials:
-            baseline.append(median_record(baseline_trials))
+                peer_trials[i].append(run_peers(total, names, seeds))
+    rows = [median_record(trials[i]) for i, _ in chosen]
+    peers = [median_record(list(same)) for i, _ in chosen
+             for same in zip(*peer_trials[i], strict=True)]
+    baseline = [median_record(baseline_trials[i]) for i, _ in chosen if baseline_trials[i]]
     payload = {"device": str(jax.devices()[0]), "jax": jax.__version__, "cpu_count": os.cpu_count(),
                "matmul_peak_flop_per_s": peak, "quick": args.quick, "trials": args.trials,
                "rows": rows, "peers": peers, "baseline": baseline,
