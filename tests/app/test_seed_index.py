@@ -20,6 +20,13 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     args = {"multi": [*MULTI, *STEPS, "--out", "multi"],
             "index": [*MULTI, "--seed-index", "2", *STEPS, "--out", "index"],
             "alone": ["--seed", "5", *STEPS, "--out", "alone"]}
+    return train_all(args, work, env, seed="5")
+
+
+def train_all(args: dict[str, list[str]], work, env: dict[str, str], seed: str
+              ) -> dict[str, dict]:
+    """Runs ``purejaxppo train`` with each of ``args`` at once (subprocesses in ``work``); per
+    run, the metrics rows of ``seed``, its config.json and its stdout."""
     procs = {}
     for name, a in args.items():
         (work / f"logs-{name}").mkdir()
@@ -29,7 +36,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         result = proc.result()
         assert result.returncode == 0, result.stderr
         rows = read_csv(work / name / "metrics.csv")
-        out[name] = {"rows": [r for r in rows if r["seed"] == "5"],
+        out[name] = {"rows": [r for r in rows if r["seed"] == seed],
                      "config": json.loads((work / name / "config.json").read_text()),
                      "stdout": result.stdout}
     return out
@@ -56,3 +63,21 @@ def test_a_lone_run_of_the_same_key_has_diverged(runs):
     assert runs["alone"]["config"]["batched_as"] == 1
     assert not np.array_equal(alone["value_loss"], multi["value_loss"])
     assert np.abs(alone["episode_return"] - multi["episode_return"]).max() > 1.0
+
+
+def test_seed_index_equals_its_seed_beside_many_seeds_per_device(tmp_path_factory):
+    """18 seeds per device: XLA:CPU rounds a batch of 16 or more seeds unlike a batch of two,
+    so the seed is trained beside as many copies as its device held (``batched_as`` 18)."""
+    env = cli_environment(tmp_path_factory)
+    work = tmp_path_factory.mktemp("seed-index-wide")
+    many = ["--seed", "0", "--num-seeds", "36", "--local-devices", "2",
+            "--total-timesteps", "25600", "--no-progress"]  # 50 updates
+    args = {"multi": [*many, "--out", "multi"],
+            "index": [*many, "--seed-index", "20", "--out", "index"]}
+    runs = train_all(args, work, env, seed="20")
+    multi, index = columns(runs["multi"]["rows"]), columns(runs["index"]["rows"])
+    assert len(index["update"]) == 50
+    for name in multi:
+        np.testing.assert_array_equal(index[name], multi[name], err_msg=name)
+    config = runs["index"]["config"]
+    assert (config["seed"], config["num_seeds"], config["batched_as"]) == (20, 1, 18)
