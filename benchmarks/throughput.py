@@ -78,10 +78,11 @@ class Setting:
     all_cores: bool = False
     """One CPU device per core (``use_cpu_cores``), the seeds split over them as the CLI does."""
     runner: str = "vmap"
-    """``"vmap"``: ``jax.vmap(make_train(config))``, the seeds' keys on ``seed_sharding`` (the
-    command line's program); ``"train_runs"``: ``purejaxppo.sweeps.train_runs``, the path of
-    ``sweep`` and ``random_search`` (each device its share of the runs through ``shard_map``, in
-    groups of ``parallel.runs_per_batch()``)."""
+    """``"vmap"``: ``jax.vmap(make_train(config))``, the seeds' keys on ``seed_sharding``, one
+    ``vmap`` partitioned by ``jit``; ``"train_runs"``: ``purejaxppo.sweeps.train_runs``, the path
+    of ``sweep`` and ``random_search`` (each device its share of the runs through ``shard_map``,
+    in groups of ``parallel.runs_per_batch()``), which the command line's ``--num-seeds`` shares
+    (``app.experiment.make_seeds_run``)."""
 
 
 def settings() -> list[Setting]:
@@ -100,7 +101,7 @@ def settings() -> list[Setting]:
         # The recurrent policy against rows 0 and 1: the same config with network="gru".
         Setting("cartpole gru 4 envs x 1 seed", cp, 1, {"network": "gru"}, 131_072, 32_768),
         Setting("cartpole gru 4 envs x 16 seeds", cp, 16, {"network": "gru"}, 65_536, 16_384),
-        # Row 4's runs as one vmap partitioned by jit (the command line's program): the effect of
+        # Row 4's runs as one vmap partitioned by jit (the earlier program): the effect of
         # training each device's runs in groups.
         Setting("cartpole 4 envs x 64 seeds, all cores, one vmap", cp, 64, {}, 249_856, 32_768,
                 True),

@@ -10,8 +10,9 @@ runs multi-host. Nothing here uses ``pmap``.
 * :func:`use_cpu_cores` makes every core of a CPU host a JAX device (JAX shows one CPU device
   by default, and XLA:CPU runs one of these small programs on about one core), so the runs of a
   sweep or of the command line's seeds spread over the cores.
-* :func:`vmap_in_batches` trains a device's runs a group at a time (:func:`runs_per_batch`:
-  groups of 8 on a CPU split into one device per core, whose caches then hold a group).
+* :func:`in_groups` / :func:`vmap_in_batches` train a device's runs a group at a time
+  (:func:`runs_per_batch`: groups of 8 on a CPU split into one device per core, whose caches
+  then hold a group).
 * :func:`compiler_options`: per-program XLA options that shorten compile time on AMD CPUs.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices; the
   partitioner of ``jax.jit`` adds the collectives, so the parameters are one replicated value.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -252,42 +254,74 @@ def runs_per_batch(platform: str | None = None, devices: int | None = None) -> i
 
 
 def group_size(num_runs: int, batch_size: int) -> int:
-    """The size of the groups :func:`vmap_in_batches` splits ``num_runs`` runs into: the largest
-    divisor of ``num_runs`` from ``ceil(batch_size / 2)`` to ``batch_size`` (equal groups, one
-    compiled body), else ``batch_size`` (the remainder is a smaller group of its own)."""
+    """The size of the groups :func:`in_groups` splits ``num_runs`` runs into: ``num_runs`` when
+    it is at most ``batch_size``; else the largest divisor of ``num_runs`` from
+    ``ceil(batch_size / 2)`` to ``batch_size`` (equal groups, one compiled body); else the
+    largest size in that range that leaves a remainder of at least two runs (a smaller group of
+    its own, so no run is computed unbatched), else ``batch_size``."""
     if num_runs <= batch_size:
         return num_runs
-    for size in range(batch_size, (batch_size + 1) // 2 - 1, -1):
+    sizes = range(batch_size, (batch_size + 1) // 2 - 1, -1)
+    for size in sizes:
         if num_runs % size == 0:
             return size
-    return batch_size
+    return next((size for size in sizes if num_runs % size > 1), batch_size)
 
 
-def vmap_in_batches(fn: Callable[..., Any], batch_size: int | None) -> Callable[..., Any]:
-    """``jax.vmap(fn)`` over the leading axis of every argument, computed a group at a time.
+def group_of(index: int, num_runs: int, batch_size: int | None) -> int:
+    """How many runs are computed side by side with run ``index`` of ``num_runs`` when
+    :func:`in_groups` splits them by ``batch_size`` (its group's size, or the remainder's)."""
+    if batch_size is None or num_runs <= batch_size:
+        return num_runs
+    size = group_size(num_runs, batch_size)
+    whole = num_runs // size * size
+    return size if index < whole else num_runs - whole
 
-    The runs are split into groups of :func:`group_size` and ``jax.lax.map`` loops over the
-    groups, each group one ``vmap`` of ``fn``; ``batch_size`` None, or at least the number of
-    runs, is ``jax.vmap(fn)`` itself. Each run's result is ``fn`` of its own arguments either
-    way; XLA batches a group's matrix products at the group's width, so the rounding follows the
-    group size as it follows the number of runs on a device. Under ``jax.jit`` the argument
-    must not be split over devices (a loop over a split axis gathers it): inside
-    :func:`shard_runs` each device loops over its own runs.
+
+def in_groups(fn: Callable[..., Any], batch_size: int | None) -> Callable[..., Any]:
+    """``fn`` (a function of a batch: leading run axis on every argument and result leaf)
+    computed a group of runs at a time.
+
+    The runs are split into groups of :func:`group_size`; ``jax.lax.map`` loops over the equal
+    groups, each one call of ``fn`` on its group, and a remainder is one more call.
+    ``batch_size`` None, or at least the number of runs, is ``fn`` itself. For a ``fn`` whose
+    runs are independent (a ``vmap``) each run's result is the same up to rounding: XLA batches a
+    group's matrix products at the group's width, so the rounding follows the group size as it
+    follows the number of runs on a device. Under ``jax.jit`` the arguments must not be split
+    over devices (a loop over a split axis gathers it): inside ``jax.shard_map``
+    (:func:`shard_runs`) each device loops over its own runs.
 
     Raises:
         ValueError: ``batch_size`` is not positive.
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive number of runs or None")
-    batched = jax.vmap(fn)
 
-    def mapped(*args: Any) -> Any:
+    def grouped(*args: Any) -> Any:
         num_runs = jax.tree.leaves(args)[0].shape[0]
         if batch_size is None or num_runs <= batch_size:
-            return batched(*args)
-        return jax.lax.map(lambda a: fn(*a), args, batch_size=group_size(num_runs, batch_size))
+            return fn(*args)
+        size = group_size(num_runs, batch_size)
+        whole = num_runs // size * size
+        head = jax.tree.map(lambda x: x[:whole].reshape(whole // size, size, *x.shape[1:]), args)
+        out = jax.lax.map(lambda a: fn(*a), head)
+        out = jax.tree.map(lambda x: x.reshape(whole, *x.shape[2:]), out)
+        if whole == num_runs:
+            return out
+        rest = fn(*jax.tree.map(lambda x: x[whole:], args))
+        return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
-    return mapped
+    return grouped
+
+
+def vmap_in_batches(fn: Callable[..., Any], batch_size: int | None) -> Callable[..., Any]:
+    """``jax.vmap(fn)`` over the leading axis of every argument, computed a group at a time:
+    :func:`in_groups` of ``jax.vmap(fn)``.
+
+    Raises:
+        ValueError: ``batch_size`` is not positive.
+    """
+    return in_groups(jax.vmap(fn), batch_size)
 
 
 def env_carry_sharding(env_carry: EnvCarry, mesh: Mesh, axis_name: str) -> EnvCarry:

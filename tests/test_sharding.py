@@ -271,10 +271,13 @@ def test_group_size_and_vmap_in_batches():
     import numpy as np
     import pytest
 
-    from purejaxppo.parallel import group_size, runs_per_batch, vmap_in_batches
+    from purejaxppo.parallel import group_of, group_size, runs_per_batch, vmap_in_batches
 
     assert group_size(32, 8) == 8 and group_size(30, 8) == 6 and group_size(6, 8) == 6
-    assert group_size(7, 3) == 3  # no divisor of 7 in [2, 3]: groups of 3 and a remainder
+    assert group_size(9, 8) == 7  # no divisor in [4, 8]; 8 would leave one run unbatched
+    assert group_size(7, 3) == 3  # no divisor of 7 in [2, 3], every size leaves one: 3, 3, 1
+    assert [group_of(i, 9, 8) for i in range(9)] == [7] * 7 + [2, 2]
+    assert group_of(5, 30, 8) == 6 and group_of(5, 6, 8) == 6 and group_of(3, 30, None) == 30
     assert runs_per_batch("cpu", 2) == 8
     assert runs_per_batch("cpu", 1) is None and runs_per_batch("gpu", 8) is None
 

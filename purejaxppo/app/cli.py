@@ -341,17 +341,12 @@ RESUME_OPTIONS = ("checkpoint_every", "keep_checkpoints", "tensorboard", "wandb"
 """Run options ``--resume`` may change (the others are the run's own)."""
 
 
-CPU_SAME_BITS = 8
-"""Up to this many seeds per CPU device, ``--seed-index`` trains a seed beside one copy of
-itself; above it, beside as many copies as the run had seeds per device."""
-
-
 def _one_seed_of(options: RunOptions, index: int, several: bool) -> RunOptions:
     """The options that train seed ``index`` of ``options``' seeds alone, bit for bit as the
     multi-seed run trains it on these devices (:data:`RunOptions.batched_as`)."""
     import jax
 
-    from purejaxppo.parallel import dividing_devices
+    from purejaxppo.parallel import dividing_devices, group_of, runs_per_batch
 
     n = options.num_seeds
     if several:
@@ -364,11 +359,12 @@ def _one_seed_of(options: RunOptions, index: int, several: bool) -> RunOptions:
         raise UsageError(f"--seed-index {index} is out of range: the run has {n} "
                          f"seed{'s' if n > 1 else ''} (0 .. {n - 1}); give its --num-seeds too")
     per_device = n // len(dividing_devices(n, jax.local_devices()))
-    # XLA:CPU gave a seed the same bits in every batch of 2 to 15 seeds and other bits at 16 and
-    # 32 (measured), so up to CPU_SAME_BITS seeds per device one copy beside it suffices; above
-    # that, and on accelerators (whose kernels may depend on the batch), the run's own batch.
-    small = jax.default_backend() == "cpu" and per_device <= CPU_SAME_BITS
-    copies = min(per_device, 2) if small else per_device
+    # As many copies as seeds were computed side by side with this one (its device's, or its
+    # group's: experiment.make_seeds_run): XLA batches a seed's products and reductions at that
+    # width, and other widths round some of them differently (on XLA:CPU a seed's explained
+    # variance differed beside 1 copy and beside 6, its training did not; at 16 seeds and more
+    # its parameters did too).
+    copies = group_of(index % per_device, per_device, runs_per_batch())
     return dataclasses.replace(options, seed=options.seed + index, num_seeds=1,
                                batched_as=copies)
 

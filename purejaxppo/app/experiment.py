@@ -3,8 +3,9 @@
 The program is ``jax.vmap(init)`` over seeds, then a loop of ``jax.vmap(update)``, run in chunks of
 about a second (:func:`next_chunk`; one compiled program serves chunks of every length). With
 several devices (a GPU per device, or :func:`purejaxppo.parallel.use_cpu_cores` on a CPU host)
-the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding`; ``jax.jit``
-partitions the program along the seed axis. Between chunks the host draws the progress bar,
+the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding` and ``jax.shard_map``,
+and a CPU device of one core runs its seeds in groups (:func:`purejaxppo.parallel.runs_per_batch`).
+Between chunks the host draws the progress bar,
 appends the chunk's rows to metrics.csv, saves checkpoints and answers Ctrl-C; chunks back to
 back equal one scan bit for bit.
 """
@@ -21,6 +22,8 @@ from typing import IO, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from purejaxppo.app import checkpoint, outputs
 from purejaxppo.app.loggers import Logger
@@ -28,7 +31,14 @@ from purejaxppo.app.presets import RunOptions, SettingsError, settings_dict, spl
 from purejaxppo.app.progress import ProgressBar
 from purejaxppo.config import Hyperparams, PPOConfig
 from purejaxppo.metrics import FINAL_FRACTION, final_return, final_window
-from purejaxppo.parallel import compiler_options, gather_runs, put_runs, seed_sharding
+from purejaxppo.parallel import (
+    compiler_options,
+    gather_runs,
+    in_groups,
+    put_runs,
+    runs_per_batch,
+    seed_sharding,
+)
 from purejaxppo.train import TrainState, make_init, make_update, memory_estimate
 
 Array = jax.Array
@@ -69,13 +79,19 @@ def state_shapes(config: PPOConfig, options: RunOptions) -> TrainState:
     return jax.eval_shape(init, seed_keys(options), config.hyperparams())
 
 
-def make_seeds_run(config: PPOConfig, capacity: int, copies: int = 1
+def make_seeds_run(config: PPOConfig, capacity: int, copies: int = 1, mesh: Mesh | None = None,
+                   batch_size: int | None = None
                    ) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """``run(state [S], hparams, n) -> (state, metrics {name: [capacity, S]})``: ``n`` updates.
 
     ``n`` (at most ``capacity``) is traced: one compiled program runs chunks of any length (a
     ``lax.fori_loop`` of ``jax.vmap(update)``), and the first ``n`` rows of the metrics are the
     chunk's. No host callback, so the compilation cache can keep the program.
+
+    ``mesh`` (one axis, the seeds' :func:`purejaxppo.parallel.seed_sharding`) splits the seeds
+    over its devices with ``jax.shard_map``, and each device runs its seeds ``batch_size`` at a
+    time (:func:`purejaxppo.parallel.in_groups`; None: all of them in one ``vmap``), every group
+    through the whole chunk.
 
     ``copies`` > 1 runs the chunk on that many identical copies of the state side by side and
     keeps the first (:data:`RunOptions.batched_as`): XLA then batches each seed's matrix products
@@ -89,10 +105,8 @@ def make_seeds_run(config: PPOConfig, capacity: int, copies: int = 1
         # Unbatched (every seed has done as many updates), so an evaluation runs only when due.
         return (state.updates_done[0] + 1) % every == 0 if every else None
 
-    def run(state: TrainState, hparams: Hyperparams, n: Array):
-        seeds = len(state.updates_done)
-        if copies > 1:
-            state = jax.tree.map(lambda x: jnp.concatenate([x] * copies), state)
+    def chunk(state: TrainState, hparams: Hyperparams, n: Array):
+        """``n`` updates of a batch of seeds; metrics ``{name: [S, capacity]}``."""
         shapes = jax.eval_shape(update, state, hparams, None, due(state))[1]
         rows = {k: jnp.zeros((capacity, *v.shape), v.dtype) for k, v in shapes.items()}
 
@@ -102,11 +116,24 @@ def make_seeds_run(config: PPOConfig, capacity: int, copies: int = 1
             return state, {k: rows[k].at[i].set(metrics[k]) for k in rows}
 
         state, rows = jax.lax.fori_loop(0, n, body, (state, rows))
-        if copies > 1:
-            state, rows = _first(state, seeds), {k: v[:, :seeds] for k, v in rows.items()}
-        return state, rows
+        return state, {k: jnp.moveaxis(v, 0, 1) for k, v in rows.items()}
 
-    return run
+    def local(state: TrainState, hparams: Hyperparams, n: Array):
+        seeds = len(state.updates_done)
+        if copies > 1:
+            state = jax.tree.map(lambda x: jnp.concatenate([x] * copies), state)
+        state, rows = in_groups(lambda s: chunk(s, hparams, n), batch_size)(state)
+        if copies > 1:
+            state, rows = _first(state, seeds), _first(rows, seeds)
+        return state, {k: jnp.moveaxis(v, 0, 1) for k, v in rows.items()}
+
+    if mesh is None:
+        return local
+    (axis,) = mesh.axis_names
+    # check_vma=False: the loop's carries start as per-device constants (the metrics buffers)
+    # and become per-device data; nothing is communicated.
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(), P()),
+                         out_specs=(P(axis), P(None, axis)), check_vma=False)
 
 
 CHUNK_SECONDS = 1.0
@@ -278,7 +305,9 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     several = jax.process_count() > 1
     total, every = config.num_updates, options.checkpoint_every
     capacity = max(1, min(MAX_CHUNK, total - done))
-    run = jax.jit(make_seeds_run(config, capacity, options.batched_as),
+    sharding = seed_sharding(options.num_seeds)
+    run = jax.jit(make_seeds_run(config, capacity, options.batched_as,
+                                 None if sharding is None else sharding.mesh, runs_per_batch()),
                   compiler_options=compiler_options())
     if done < total:
         run = run.lower(state, hparams, jnp.int32(1)).compile()

@@ -65,19 +65,46 @@ def test_a_lone_run_of_the_same_key_has_diverged(runs):
     assert np.abs(alone["episode_return"] - multi["episode_return"]).max() > 1.0
 
 
-def test_seed_index_equals_its_seed_beside_many_seeds_per_device(tmp_path_factory):
-    """18 seeds per device: XLA:CPU rounds a batch of 16 or more seeds unlike a batch of two,
-    so the seed is trained beside as many copies as its device held (``batched_as`` 18)."""
+def train_wide(tmp_path_factory, name: str, devices: str, indices: tuple[int, ...]
+               ) -> dict[str, dict]:
+    """18 seeds in 50 updates on ``devices`` CPU devices, and seeds ``indices`` of them alone
+    (all at once); per index ``i``, ``multi{i}`` (its rows in the 18-seed run) and ``index{i}``."""
     env = cli_environment(tmp_path_factory)
-    work = tmp_path_factory.mktemp("seed-index-wide")
-    many = ["--seed", "0", "--num-seeds", "36", "--local-devices", "2",
+    work = tmp_path_factory.mktemp(name)
+    many = ["--seed", "0", "--num-seeds", "18", "--local-devices", devices,
             "--total-timesteps", "25600", "--no-progress"]  # 50 updates
-    args = {"multi": [*many, "--out", "multi"],
-            "index": [*many, "--seed-index", "20", "--out", "index"]}
-    runs = train_all(args, work, env, seed="20")
-    multi, index = columns(runs["multi"]["rows"]), columns(runs["index"]["rows"])
+    args = {"multi": [*many, "--out", "multi"]}
+    args |= {f"index{i}": [*many, "--seed-index", str(i), "--out", f"index{i}"] for i in indices}
+    runs = train_all(args, work, env, seed="0")
+    rows = read_csv(work / "multi" / "metrics.csv")
+    for i in indices:
+        runs[f"multi{i}"] = {"rows": [r for r in rows if r["seed"] == str(i)]}
+        runs[f"index{i}"]["rows"] = read_csv(work / f"index{i}" / "metrics.csv")
+    return runs
+
+
+def assert_same_seed(multi: dict, index: dict) -> None:
+    multi, index = columns(multi["rows"]), columns(index["rows"])
     assert len(index["update"]) == 50
     for name in multi:
         np.testing.assert_array_equal(index[name], multi[name], err_msg=name)
-    config = runs["index"]["config"]
-    assert (config["seed"], config["num_seeds"], config["batched_as"]) == (20, 1, 18)
+
+
+def test_seed_index_equals_its_seed_in_groups_of_a_one_core_device(tmp_path_factory):
+    """9 seeds per one-core device are run as a group of 7 and a group of 2
+    (``parallel.group_size``): a seed of either is trained beside its group's width of copies."""
+    runs = train_wide(tmp_path_factory, "seed-index-groups", "2", (3, 17))
+    for i, width in ((3, 7), (17, 2)):
+        assert_same_seed(runs[f"multi{i}"], runs[f"index{i}"])
+        config = runs[f"index{i}"]["config"]
+        assert (config["seed"], config["num_seeds"], config["batched_as"]) == (i, 1, width)
+
+
+def test_seed_index_equals_its_seed_beside_many_seeds_per_device(tmp_path_factory):
+    """18 seeds on one device, one batch: XLA:CPU rounds a batch of 16 or more seeds unlike a
+    batch of two, so the seed is trained beside as many copies as its device held
+    (``batched_as`` 18)."""
+    runs = train_wide(tmp_path_factory, "seed-index-wide", "1", (5,))
+    assert_same_seed(runs["multi5"], runs["index5"])
+    config = runs["index5"]["config"]
+    assert (config["seed"], config["num_seeds"], config["batched_as"]) == (5, 1, 18)
