@@ -159,7 +159,8 @@ def train_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--seed-index", type=int, metavar="I",
                      help="train only seed I of the --num-seeds run (0 is its first), bit for bit "
                           "as that run trains it on this machine with the same --local-devices; "
-                          "it runs beside a copy of itself (two seeds' compute), see the README's "
+                          "it runs beside as many copies of itself as seeds were computed with it "
+                          "(its group of at most 8 on per-core CPU devices), see the README's "
                           "'Reproducing one seed'")
     run.add_argument("--out", metavar="DIR", help="output directory (default: "
                      "runs/<env>-<YYYYmmdd-HHMMSS>); must not exist unless --overwrite")

@@ -54,8 +54,8 @@ class RunOptions:
     configured on this machine)."""
     batched_as: int = 1
     """Train each seed as one of this many identical copies on its device, so that its arithmetic
-    is that of a run with this many seeds per device (set when one seed of a multi-seed run is
-    retrained exactly; 1: alone). Needs ``num_seeds`` 1."""
+    is that of a run computing this many seeds side by side (set when one seed of a multi-seed run
+    is retrained exactly; 1: alone). Needs ``num_seeds`` 1."""
     imports: tuple[str, ...] = ()
     """Python modules to import first, e.g. one that registers your environments or networks
     (purejaxppo.envs.register); the current directory is searched too."""
