@@ -31,6 +31,23 @@ def test_rows_cover_every_gymnax_preset_at_its_own_budget():
     assert learning.row_config("Breakout-MinAtar", None, "cnn").network == "cnn"
 
 
+def test_recorded_rows_and_curves_agree_with_each_other_and_the_presets():
+    """The tracked results: every row has its curves under the same key, from the same run
+    (network, seeds, commit), and its key names the network the way ``row_key`` does today."""
+    results = REPO / "benchmarks" / "results"
+    rows = {r["key"]: r for r in json.loads((results / "learning.json").read_text())["rows"]}
+    curves = json.loads((results / "learning_curves.json").read_text())["rows"]
+    assert set(rows) == set(curves)
+    for key, row in rows.items():
+        c = curves[key]
+        assert (c["env"], c["network"], c["seeds"], c.get("commit")) == \
+            (row["env"], row["network"], row["seeds"], row["commit"]), key
+        assert learning.row_key(row["env"], row["network"]) == key
+        assert len(c["episode_return"]) == row["seeds"], key
+        final = [r[-1] for r in c["episode_return"]]
+        assert all(math.isfinite(x) for x in final), key
+
+
 def test_a_row_passes_on_the_published_figure_and_its_floor():
     pendulum = learning.ROWS["Pendulum-v1"]
     ok = learning.judge(pendulum, np.array([-120.0, -125.0, -128.0]))
