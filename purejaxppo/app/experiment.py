@@ -5,9 +5,8 @@ about a second (:func:`next_chunk`; one compiled program serves chunks of every 
 several devices (a GPU per device, or :func:`purejaxppo.parallel.use_cpu_cores` on a CPU host)
 the seeds are split over them by :func:`purejaxppo.parallel.seed_sharding` and ``jax.shard_map``,
 and a CPU device of one core runs its seeds in groups (:func:`purejaxppo.parallel.runs_per_batch`).
-Between chunks the host draws the progress bar,
-appends the chunk's rows to metrics.csv, saves checkpoints and answers Ctrl-C; chunks back to
-back equal one scan bit for bit.
+Between chunks the host draws the progress bar, appends the chunk's rows to metrics.csv, saves
+checkpoints and answers Ctrl-C; chunks back to back equal one scan bit for bit.
 """
 
 from __future__ import annotations
