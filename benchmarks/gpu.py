@@ -5,11 +5,11 @@
     python -m benchmarks.gpu --quick          # smaller budgets
     python -m benchmarks.gpu --smoke          # every row at tiny sizes: a check that it runs, on a CPU
 
-Rows: CartPole-v1 with 1, 256 and 2048 seeds; Breakout-MinAtar with 1 and 64 seeds; one Brax
-environment (``brax:halfcheetah``) with 2048 environments, when the Brax extra is installed and
-``purejaxppo.envs.make("brax:halfcheetah")`` succeeds; the GRU policy (CartPole-v1, 256 seeds),
-when a network named ``"gru"`` is registered. A row whose requirement is missing is skipped with
-its reason, printed and recorded. The budgets (about 7e8 env steps in all, 5e8 of them the
+Rows: CartPole-v1 with 1, 256 and 2048 seeds; Breakout-MinAtar's preset (the CNN) with 1 and 64
+seeds; one Brax environment (``brax:halfcheetah``) with 2048 environments, when the Brax extra is
+installed and ``purejaxppo.envs.make("brax:halfcheetah")`` succeeds; the GRU policy (CartPole-v1,
+256 seeds), when a network named ``"gru"`` is registered. A row whose requirement is missing is
+skipped with its reason, printed and recorded. The budgets (about 7e8 env steps in all, 5e8 of them the
 2048 CartPole seeds) are meant to fit in 8 minutes on one modern GPU, compile times included (not
 yet measured on one: ``benchmarks/NOTES.md`` has the figures recorded so far).
 
