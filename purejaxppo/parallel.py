@@ -268,13 +268,19 @@ def group_size(num_runs: int, batch_size: int) -> int:
     return next((size for size in sizes if num_runs % size > 1), batch_size)
 
 
+def _groups(num_runs: int, batch_size: int | None) -> tuple[int, int]:
+    """``(size, whole)``: :func:`in_groups`' group size for ``num_runs`` runs and how many runs
+    the equal groups hold (the rest, ``num_runs - whole``, is one smaller group)."""
+    if batch_size is None or num_runs <= batch_size:
+        return num_runs, num_runs
+    size = group_size(num_runs, batch_size)
+    return size, num_runs // size * size
+
+
 def group_of(index: int, num_runs: int, batch_size: int | None) -> int:
     """How many runs are computed side by side with run ``index`` of ``num_runs`` when
     :func:`in_groups` splits them by ``batch_size`` (its group's size, or the remainder's)."""
-    if batch_size is None or num_runs <= batch_size:
-        return num_runs
-    size = group_size(num_runs, batch_size)
-    whole = num_runs // size * size
+    size, whole = _groups(num_runs, batch_size)
     return size if index < whole else num_runs - whole
 
 
@@ -299,10 +305,9 @@ def in_groups(fn: Callable[..., Any], batch_size: int | None) -> Callable[..., A
 
     def grouped(*args: Any) -> Any:
         num_runs = jax.tree.leaves(args)[0].shape[0]
-        if batch_size is None or num_runs <= batch_size:
+        size, whole = _groups(num_runs, batch_size)
+        if size == num_runs:
             return fn(*args)
-        size = group_size(num_runs, batch_size)
-        whole = num_runs // size * size
         head = jax.tree.map(lambda x: x[:whole].reshape(whole // size, size, *x.shape[1:]), args)
         out = jax.lax.map(lambda a: fn(*a), head)
         out = jax.tree.map(lambda x: x.reshape(whole, *x.shape[2:]), out)
