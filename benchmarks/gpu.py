@@ -9,8 +9,8 @@ Rows: CartPole-v1 with 1, 256 and 2048 seeds; Breakout-MinAtar's preset (the CNN
 seeds; one Brax environment (``brax:halfcheetah``) with 2048 environments, when the Brax extra is
 installed and ``purejaxppo.envs.make("brax:halfcheetah")`` succeeds; the GRU policy (CartPole-v1,
 256 seeds), when a network named ``"gru"`` is registered. A row whose requirement is missing is
-skipped with its reason, printed and recorded. The budgets (about 7e8 env steps in all, 5e8 of them the
-2048 CartPole seeds) are meant to fit in 8 minutes on one modern GPU, compile times included (not
+skipped with its reason, printed and recorded. The budgets (about 7e8 env steps in all, 5e8 of
+them the 2048 CartPole seeds) are meant to fit in 8 minutes on one modern GPU, compile times included (not
 yet measured on one: ``benchmarks/NOTES.md`` has the figures recorded so far).
 
 Reports compile time, run time, aggregate env steps/s, the device's peak memory and the mean final

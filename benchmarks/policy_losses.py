@@ -71,7 +71,7 @@ TRPO_SETTINGS: dict[str, dict] = {
 
 NETWORKS: dict[str, str] = {"Breakout-MinAtar": "mlp"}
 """Networks other than the preset's: the recorded table's Breakout rows used the 2x256 MLP (the
-preset now uses the CNN, ~4x the time per step on a CPU)."""
+preset now uses the CNN, ~3.5x the time per step on a CPU)."""
 
 RULES = (*POLICY_LOSSES, "trpo")
 
