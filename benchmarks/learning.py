@@ -175,19 +175,26 @@ def source_commit() -> str | None:
     return head + ("+dirty" if status.strip() else "")
 
 
-def run(env: str, seeds: int, config: PPOConfig, commit: str | None) -> tuple[dict, dict]:
-    """Trains ``seeds`` seeds of ``config``; its row for ``learning.json`` and its curves entry
-    for ``learning_curves.json``."""
+def seed_keys(first_seed: int, seeds: int) -> jax.Array:
+    """The keys of seeds ``first_seed .. first_seed + seeds - 1``: seed ``i``'s key is the same
+    whatever the row's seed count, so a row can be trained in parts (``--first-seed``)."""
+    return jax.random.split(jax.random.key(0), first_seed + seeds)[first_seed:]
+
+
+def run(env: str, seeds: int, config: PPOConfig, commit: str | None,
+        first_seed: int = 0) -> tuple[dict, dict]:
+    """Trains seeds ``first_seed .. first_seed + seeds - 1`` of ``config``; its row for
+    ``learning.json`` and its curves entry for ``learning_curves.json``."""
     start = time.perf_counter()
     spec = ROWS[env]
     key = row_key(env, config.network)
-    keys = jax.random.split(jax.random.key(0), seeds)
+    keys = seed_keys(first_seed, seeds)
     sharding = seed_sharding(seeds)
     if sharding is not None:  # jit partitions the vmap over the seed axis
         keys = jax.device_put(keys, sharding)
     devices = 1 if sharding is None else sharding.mesh.size
-    print(f"{key}: {seeds} seeds x {config.total_timesteps:,} steps on {devices} device(s), "
-          f"started {datetime.now().astimezone():%Y-%m-%d %H:%M:%S}", flush=True)
+    print(f"{key}: {seeds} seeds from seed {first_seed} x {config.total_timesteps:,} steps on "
+          f"{devices} device(s), started {datetime.now().astimezone():%Y-%m-%d %H:%M:%S}", flush=True)
     result, compile_s, run_s = compile_and_time(jax.vmap(make_train(config)), keys)
     returns = np.asarray(result.metrics["episode_return"], np.float64)  # [seeds, updates]
     env_steps = np.asarray(result.metrics["env_steps"])[0]
@@ -210,6 +217,7 @@ def run(env: str, seeds: int, config: PPOConfig, commit: str | None) -> tuple[di
         "network": config.network,
         "total_timesteps": config.total_timesteps,
         "num_updates": config.num_updates,
+        "first_seed": first_seed,
         "seeds": seeds,
         "final_return_mean": final.mean,
         "final_return_std": final.std,
@@ -225,7 +233,7 @@ def run(env: str, seeds: int, config: PPOConfig, commit: str | None) -> tuple[di
     }
     points = curve_points(returns.shape[1])
     curves = {"env": env, "network": config.network, "published": spec.published,
-              "seeds": seeds, "final_return_mean": final.mean,
+              "first_seed": first_seed, "seeds": seeds, "final_return_mean": final.mean,
               "env_steps": [int(s) for s in env_steps[points]],
               "episode_return": np.round(returns[:, points], 3).tolist(), **run_info}
     verdict = "report" if row["passed"] is None else ("passed" if row["passed"] else "FAILED")
@@ -381,7 +389,7 @@ def start_in_background(args: argparse.Namespace) -> int:
     """Starts this command without ``--background`` in its own session, output to a log file."""
     argv = ["--envs", *args.envs]
     for flag, value in (("--seeds", args.seeds), ("--steps", args.steps),
-                        ("--network", args.network)):
+                        ("--network", args.network), ("--first-seed", args.first_seed or None)):
         if value is not None:
             argv += [flag, str(value)]
     if args.record:
@@ -406,12 +414,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--seeds", type=_positive, default=None,
                         help="seeds per row (default: 16 classic control, 4 MinAtar)")
+    parser.add_argument("--first-seed", type=_non_negative, default=0,
+                        help="train seeds FIRST_SEED.. (default 0); a row that continues the "
+                             "recorded row's seeds with the same settings is appended to it")
     parser.add_argument("--steps", type=_positive, default=None,
                         help="env steps per seed, rounded down to whole rollouts (default: the "
                              "preset's total_timesteps)")
@@ -445,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     out = output_dir(args)
     rows = []
     for env in args.envs:
-        row, curves = run(env, args.seeds or ROWS[env].seeds, configs[env], commit)
+        row, curves = run(env, args.seeds or ROWS[env].seeds, configs[env], commit,
+                          args.first_seed)
         rows.append(row)
         with locked(out):  # after every row: a long run keeps what it has if interrupted
             merge(out, [row], {row["key"]: curves})
