@@ -5,6 +5,7 @@
     python -m benchmarks.learning --envs Pendulum-v1 --record --background   # detached, logged
     python -m benchmarks.learning --envs Breakout-MinAtar --network cnn --record
     python -m benchmarks.learning --envs CartPole-v1 --seeds 2 --steps 4096  # a quick look
+    python -m benchmarks.learning --envs Freeway-MinAtar --first-seed 2 --seeds 2 --record
     python -m benchmarks.learning --plot-only --record              # table and figure from the files
 
 Rows: one per environment of :data:`ROWS` (the gymnax presets of ``purejaxppo/app/presets.json``),
@@ -12,7 +13,13 @@ each trained with its preset at the preset's ``total_timesteps`` (``--steps`` ov
 rounded down to whole rollouts) and its default seed count (``--seeds``), all seeds in one
 compiled program split over one CPU device per core (``use_cpu_cores``) or over the GPUs.
 ``--network NAME`` replaces the preset's network; such a row's key is ``"ENV [NAME]"``, so that it
-sits next to the preset's row ``"ENV"``.
+sits next to the preset's row ``"ENV"``. Seed ``i`` trains from the ``i``-th of
+``jax.random.split(jax.random.key(0), n)`` for any ``n > i``, so a long row can be trained in
+parts: ``--first-seed K`` trains seeds ``K .. K + seeds - 1``, and a part whose seeds start where
+the recorded row's end, with the same settings, is appended to it (per-seed returns and curves
+joined, mean, std and checks recomputed, times summed, each part's commit kept under
+``parts``; ``commit`` reads ``A + B`` when they differ). A part that would leave a gap or
+overlap, or that has other settings, is refused before anything trains.
 
 A seed's final return is ``purejaxppo.metrics.final_return``: its mean ``episode_return`` over the
 last 5% of updates. A row passes when the mean over seeds is at or above the published figure
@@ -23,7 +30,7 @@ floor) is met, independently of the published figure.
 
 Output (to a temporary directory, or to ``benchmarks/results/`` with ``--record``; see
 ``benchmarks/common.py``), rewritten after every row and merged with the rows already there (a
-rerun row replaces the row of the same key):
+rerun row replaces the row of the same key, a part continuing it is appended):
 
 * ``learning.json``: one row per key: final returns (mean, std, per seed, worst), the checks,
   ``compile_s``, ``run_s`` (the compiled program), ``wall_s`` (the whole row: setup, compile,
@@ -268,18 +275,106 @@ def _order(key: str, env: str) -> tuple[int, str]:
     return (envs_.index(env) if env in envs_ else len(envs_), key)
 
 
+def _seed_range(row: dict) -> tuple[int, int]:
+    first = row.get("first_seed", 0)  # rows recorded before --first-seed: seeds from 0
+    return first, first + row["seeds"]
+
+
+def _plain(value: object) -> object:
+    """``value`` as read back from JSON (tuples as lists, NaN as null)."""
+    return json.loads(json.dumps(json_safe(value)))
+
+
+def continues(previous: dict | None, row: dict) -> bool | None:
+    """Whether ``row`` is appended to ``previous`` (its seeds start where ``previous``'s end,
+    same settings: True) or replaces it (no previous row, or the same first seed: False); None
+    when it can do neither (a gap, an overlap or other settings), which :func:`merge` refuses."""
+    if previous is None or _seed_range(previous)[0] == _seed_range(row)[0]:
+        return False
+    if (_seed_range(previous)[1] == _seed_range(row)[0]
+            and _plain(previous.get("config")) == _plain(row.get("config"))):
+        return True
+    return None
+
+
+_PART_FIELDS = ("first_seed", "seeds", "commit", "run_s", "finished_at")
+
+
+def _joined_run_info(a: dict, b: dict) -> dict:
+    """The timing and provenance of two parts of a row trained one after the other."""
+    run_s = a["run_s"] + b["run_s"]
+    steps = a["steps_per_s"] * a["run_s"] + b["steps_per_s"] * b["run_s"]
+    same = a.get("commit") == b.get("commit")
+    parts = a.get("parts") or [{k: a.get(k, 0 if k == "first_seed" else None)
+                                for k in _PART_FIELDS}]
+    return {"compile_s": round(a["compile_s"] + b["compile_s"], 2), "run_s": round(run_s, 2),
+            "wall_s": round(a["wall_s"] + b["wall_s"], 2), "steps_per_s": round(steps / run_s),
+            "devices": b["devices"], "device": b["device"], "jax": b["jax"],
+            "commit": a.get("commit") if same else f"{a.get('commit')} + {b.get('commit')}",
+            "finished_at": b["finished_at"],
+            "parts": [*parts, {k: b.get(k) for k in _PART_FIELDS}]}
+
+
+def extend(previous: dict, row: dict) -> dict:
+    """The row of ``learning.json`` made of ``previous``'s seeds and then ``row``'s (which
+    :func:`continues` it): per-seed final returns joined, mean, std and checks recomputed over
+    all of them, times summed, every part's commit kept (``parts``)."""
+    spec = ROWS[row["env"]]
+    per_seed = np.asarray(previous["final_returns"] + row["final_returns"], np.float64)
+    done = per_seed[~np.isnan(per_seed)]
+    last = [(r["last_update_return_mean"], r["seeds"]) for r in (previous, row)
+            if r.get("last_update_return_mean") is not None
+            and not math.isnan(r["last_update_return_mean"])]
+    return {**row, "first_seed": _seed_range(previous)[0],
+            "seeds": previous["seeds"] + row["seeds"],
+            "final_return_mean": float(done.mean()) if done.size else math.nan,
+            "final_return_std": float(done.std()) if done.size else math.nan,
+            "final_returns": per_seed.tolist(),
+            "unfinished_seeds": int(per_seed.size - done.size),
+            "last_update_return_mean": (sum(v * n for v, n in last) / sum(n for _, n in last)
+                                        if last else math.nan),
+            "target": spec.target, "seed_floor": spec.floor, "published": spec.published,
+            **judge(spec, per_seed), **_joined_run_info(previous, row)}
+
+
+def extend_curves(previous: dict, curves: dict, row: dict) -> dict:
+    """The curves entry of the row :func:`extend` made: ``previous``'s seeds, then ``curves``'."""
+    if previous["env_steps"] != curves["env_steps"]:
+        raise ValueError(f"{_key(row)}: the parts' curves are at different env steps")
+    return {**curves, "first_seed": row["first_seed"], "seeds": row["seeds"],
+            "final_return_mean": row["final_return_mean"],
+            "episode_return": previous["episode_return"] + curves["episode_return"],
+            **{k: row[k] for k in ("compile_s", "run_s", "wall_s", "steps_per_s", "commit",
+                                   "finished_at", "parts")}}
+
+
 def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
-    """Merges ``rows`` and ``curves`` into the files in ``out`` (same key: replaced); the rows
-    as written (NaN as null), in table order."""
+    """Merges ``rows`` and ``curves`` into the files in ``out``: a row whose seeds continue the
+    recorded row of its key is appended to it (:func:`extend`), any other replaces it; the rows
+    as written (NaN as null), in table order. Raises ValueError, writing nothing, for a row
+    that neither continues nor replaces its recorded row (:func:`continues`)."""
     path = out / f"{NAME}.json"
     previous = read_json(path)
     merged = {_key(r): r for r in previous.get("rows", [])}
-    merged.update({_key(r): r for r in rows})
+    curves_path = out / f"{NAME}_curves.json"
+    all_curves = read_json(curves_path).get("rows", {})
+    curves = dict(curves)
+    for r in rows:
+        key = _key(r)
+        how = continues(merged.get(key), r)
+        if how is None:
+            first, end = _seed_range(merged[key])
+            raise ValueError(f"{key}: seeds {_seed_range(r)[0]}.. neither continue the recorded "
+                             f"seeds {first}..{end - 1} with the same settings nor replace them")
+        if how:
+            r = extend(merged[key], r)
+            if key in curves and key in all_curves:
+                curves[key] = extend_curves(all_curves[key], curves[key], r)
+        merged[key] = r
     ordered = sorted(merged.values(), key=lambda r: _order(_key(r), r["env"]))
     write_json(path, {"device": str(jax.devices()[0]), "jax": jax.__version__,
                       "published_source": PUBLISHED_SOURCE, "rows": ordered})
-    curves_path = out / f"{NAME}_curves.json"
-    all_curves = {**read_json(curves_path).get("rows", {}), **curves}
+    all_curves = {**all_curves, **curves}
     ordered_curves = dict(sorted(all_curves.items(), key=lambda kv: _order(kv[0], kv[1]["env"])))
     text = json.dumps(json_safe({"rows": ordered_curves}), indent=1)
     # Each list of numbers on one line: a curve is a line of the file.
@@ -317,6 +412,11 @@ def _passed_cell(r: dict) -> str:
     return text
 
 
+def _seeds_cell(row: dict) -> str:
+    first, end = _seed_range(row)
+    return str(row["seeds"]) if first == 0 else f"{row['seeds']} (seeds {first}-{end - 1})"
+
+
 def markdown(rows: list[dict]) -> str:
     """The table of ``rows`` as written in ``learning.json`` (older rows lack some fields:
     shown as ``-``)."""
@@ -328,7 +428,7 @@ def markdown(rows: list[dict]) -> str:
         wall = f" ({r['wall_s']:.0f})" if r.get("wall_s") is not None else ""
         unfinished = f" ({r['unfinished_seeds']} unfinished)" if r.get("unfinished_seeds") else ""
         lines.append(
-            f"| {r['env']} | {network} | {r['total_timesteps']:,} | {r['seeds']}{unfinished} | "
+            f"| {r['env']} | {network} | {r['total_timesteps']:,} | {_seeds_cell(r)}{unfinished} | "
             f"{_number(r['final_return_mean'], '.1f')} +- {_number(r['final_return_std'], '.1f')} | "
             f"{_number(r.get('worst_seed'), '.1f')} | {_number(r.get('published'), 'g')} | "
             f"{_passed_cell(r)} | {r['run_s']:.0f}{wall} | {_number(r.get('steps_per_s'), ',')} | "
@@ -461,6 +561,17 @@ def main(argv: list[str] | None = None) -> int:
 
     commit = source_commit()
     out = output_dir(args)
+    recorded = {_key(r): r for r in read_json(out / f"{NAME}.json").get("rows", [])}
+    for env in args.envs:  # a part that cannot join the recorded row is refused before training
+        key = row_key(env, configs[env].network)
+        part = {"first_seed": args.first_seed, "seeds": args.seeds or ROWS[env].seeds,
+                "config": configs[env].to_dict()}
+        if continues(recorded.get(key), part) is None:
+            first, end = _seed_range(recorded[key])
+            parser.error(f"{key}: --first-seed {args.first_seed} with these settings neither "
+                         f"continues the recorded seeds {first}..{end - 1} in {out} (use "
+                         f"--first-seed {end} with the same settings) nor replaces them "
+                         f"(--first-seed {first}); or write elsewhere with --out")
     rows = []
     for env in args.envs:
         row, curves = run(env, args.seeds or ROWS[env].seeds, configs[env], commit,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from processes import cpu_environment
 
 from benchmarks import learning
@@ -144,3 +145,50 @@ def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
     (tmp_path / "learning.png").unlink()
     assert learning.main(["--plot-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "learning.png").exists()
+
+
+def test_a_row_trained_in_parts_joins_into_one(tmp_path, monkeypatch, capsys):
+    """``--first-seed``: seeds 0-1 and then 2-3 make the row that 4 seeds at once make (seed
+    ``i``'s key does not depend on the seed count); a part that would leave a gap is refused
+    before training, with one line and exit status 2."""
+    monkeypatch.setattr(learning, "use_all_cores", lambda: 1)  # this process's devices are set
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    common = ["--envs", "CartPole-v1", "--steps", "2048", "--seeds", "2"]
+    learning.main(["--envs", "CartPole-v1", "--steps", "2048", "--seeds", "4", "--out", str(whole)])
+    learning.main([*common, "--out", str(parts)])
+    learning.main([*common, "--first-seed", "2", "--out", str(parts)])
+
+    [one] = json.loads((whole / "learning.json").read_text())["rows"]
+    [joined] = json.loads((parts / "learning.json").read_text())["rows"]
+    assert joined["seeds"] == 4 and joined["first_seed"] == 0
+    np.testing.assert_allclose(joined["final_returns"], one["final_returns"], rtol=1e-5)
+    per_seed = np.asarray(joined["final_returns"])
+    assert joined["final_return_mean"] == pytest.approx(per_seed.mean())
+    assert joined["final_return_std"] == pytest.approx(per_seed.std())
+    assert joined["worst_seed"] == per_seed.min()
+    assert [(p["first_seed"], p["seeds"]) for p in joined["parts"]] == [(0, 2), (2, 2)]
+    assert joined["run_s"] == pytest.approx(sum(p["run_s"] for p in joined["parts"]), abs=0.02)
+    curves = json.loads((parts / "learning_curves.json").read_text())["rows"]["CartPole-v1"]
+    one_curves = json.loads((whole / "learning_curves.json").read_text())["rows"]["CartPole-v1"]
+    assert curves["seeds"] == 4 and curves["env_steps"] == one_curves["env_steps"]
+    np.testing.assert_allclose(curves["episode_return"], one_curves["episode_return"], rtol=1e-5)
+    assert "| CartPole-v1 | mlp | 2,048 | 4 |" in (parts / "learning.md").read_text()
+
+    # Seeds 6.. would leave a gap after seed 3: refused, the files untouched.
+    before = (parts / "learning.json").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        learning.main([*common, "--first-seed", "6", "--out", str(parts)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--first-seed 4" in error and "seeds 0..3" in error
+    assert (parts / "learning.json").read_bytes() == before
+    with pytest.raises(ValueError, match="neither continue"):
+        learning.merge(parts, [{**one, "first_seed": 1}], {})
+    assert (parts / "learning.json").read_bytes() == before
+
+    # Other settings do not join either; the same first seed replaces the row.
+    assert learning.continues(joined, {**one, "first_seed": 4, "config": {"lr": 1}}) is None
+    assert learning.continues(joined, {**one, "first_seed": 4}) is True
+    assert learning.continues(joined, one) is False and learning.continues(None, one) is False
