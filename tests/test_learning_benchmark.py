@@ -27,9 +27,9 @@ def test_rows_cover_every_gymnax_preset_at_its_own_budget():
             presets()[env].config["total_timesteps"], env
     assert learning.row_config("CartPole-v1", 5000, None).total_timesteps == 4608  # 9 x 512
     assert learning.row_config("CartPole-v1", 1, None).total_timesteps == 512
-    assert learning.row_key("Freeway-MinAtar", "mlp") == "Freeway-MinAtar"
-    assert learning.row_key("Freeway-MinAtar", "cnn") == "Freeway-MinAtar [cnn]"
-    assert learning.row_config("Freeway-MinAtar", None, "cnn").network == "cnn"
+    assert learning.row_key("SpaceInvaders-MinAtar", "mlp") == "SpaceInvaders-MinAtar"
+    assert learning.row_key("SpaceInvaders-MinAtar", "cnn") == "SpaceInvaders-MinAtar [cnn]"
+    assert learning.row_config("SpaceInvaders-MinAtar", None, "cnn").network == "cnn"
     # Breakout's and Asterix's presets use the CNN: their MLP rows are the overrides.
     for env in ("Asterix-MinAtar", "Breakout-MinAtar"):
         assert learning.row_key(env, "cnn") == env
@@ -112,12 +112,12 @@ def test_cartpole_row_writes_its_row_curves_and_figure(tmp_path):
 
 def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
     # A row recorded earlier with the preset's network, kept by the merge.
-    mlp = {"key": "Freeway-MinAtar", "env": "Freeway-MinAtar", "network": "mlp",
+    mlp = {"key": "SpaceInvaders-MinAtar", "env": "SpaceInvaders-MinAtar", "network": "mlp",
            "total_timesteps": 128, "seeds": 1, "final_return_mean": 1.0,
            "final_return_std": 0.0, "run_s": 1.0, "passed": False}
-    mlp_curve = {"env": "Freeway-MinAtar", "network": "mlp", "published": 58.0,
+    mlp_curve = {"env": "SpaceInvaders-MinAtar", "network": "mlp", "published": 131.0,
                  "env_steps": [64, 128], "episode_return": [[None, 1.0]]}
-    learning.merge(tmp_path, [mlp], {"Freeway-MinAtar": mlp_curve})
+    learning.merge(tmp_path, [mlp], {"SpaceInvaders-MinAtar": mlp_curve})
 
     # The preset's 64 envs x 128 steps shrunk to 4 x 16 (one update), so that the CNN trains in
     # seconds; in this process, whose JAX devices are fixed already.
@@ -126,19 +126,19 @@ def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
         env, steps, network).replace(num_envs=4, num_steps=16, num_minibatches=2,
                                      total_timesteps=64))
     monkeypatch.setattr(learning, "use_all_cores", lambda: 1)
-    assert learning.main(["--envs", "Freeway-MinAtar", "--network", "cnn", "--seeds", "1",
-                          "--out", str(tmp_path)]) == 1  # far below the published 58
+    assert learning.main(["--envs", "SpaceInvaders-MinAtar", "--network", "cnn", "--seeds", "1",
+                          "--out", str(tmp_path)]) == 1  # far below the published 131
 
     rows = {r["key"]: r for r in json.loads((tmp_path / "learning.json").read_text())["rows"]}
-    assert set(rows) == {"Freeway-MinAtar", "Freeway-MinAtar [cnn]"}
-    assert rows["Freeway-MinAtar"] == mlp
-    cnn = rows["Freeway-MinAtar [cnn]"]
+    assert set(rows) == {"SpaceInvaders-MinAtar", "SpaceInvaders-MinAtar [cnn]"}
+    assert rows["SpaceInvaders-MinAtar"] == mlp
+    cnn = rows["SpaceInvaders-MinAtar [cnn]"]
     assert cnn["network"] == "cnn" and cnn["config"]["network"] == "cnn" and cnn["seeds"] == 1
     curves = json.loads((tmp_path / "learning_curves.json").read_text())["rows"]
-    assert set(curves) == {"Freeway-MinAtar", "Freeway-MinAtar [cnn]"}
-    assert curves["Freeway-MinAtar [cnn]"]["env_steps"] == [64]
+    assert set(curves) == {"SpaceInvaders-MinAtar", "SpaceInvaders-MinAtar [cnn]"}
+    assert curves["SpaceInvaders-MinAtar [cnn]"]["env_steps"] == [64]
     table = (tmp_path / "learning.md").read_text()
-    assert "| Freeway-MinAtar | mlp |" in table and "| Freeway-MinAtar | cnn |" in table
+    assert "| SpaceInvaders-MinAtar | mlp |" in table and "| SpaceInvaders-MinAtar | cnn |" in table
     assert (tmp_path / "learning.png").exists()
 
     # --plot-only redraws from the files alone.
