@@ -30,8 +30,8 @@ def test_rows_cover_every_gymnax_preset_at_its_own_budget():
     assert learning.row_key("SpaceInvaders-MinAtar", "mlp") == "SpaceInvaders-MinAtar"
     assert learning.row_key("SpaceInvaders-MinAtar", "cnn") == "SpaceInvaders-MinAtar [cnn]"
     assert learning.row_config("SpaceInvaders-MinAtar", None, "cnn").network == "cnn"
-    # Breakout's and Asterix's presets use the CNN: their MLP rows are the overrides.
-    for env in ("Asterix-MinAtar", "Breakout-MinAtar"):
+    # The Asterix, Breakout and Freeway presets use the CNN: their MLP rows are the overrides.
+    for env in ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar"):
         assert learning.row_key(env, "cnn") == env
         assert learning.row_key(env, "mlp") == f"{env} [mlp]"
         assert learning.row_config(env, None, None).network == "cnn"
