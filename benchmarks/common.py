@@ -226,7 +226,13 @@ class Finals(NamedTuple):
 def finals(episode_return: Any) -> Finals:
     """:func:`purejaxppo.metrics.final_return` of every run of ``episode_return [..., updates]``,
     with their mean and std over the runs that have one."""
-    per_run = np.atleast_1d(final_return(episode_return))
+    return summarize(final_return(episode_return))
+
+
+def summarize(per_run: Any) -> Finals:
+    """:class:`Finals` of the final returns ``per_run`` (NaN: none): mean and std over the runs
+    that have one."""
+    per_run = np.atleast_1d(np.asarray(per_run, np.float64))
     done = per_run[~np.isnan(per_run)]
     if done.size == 0:
         return Finals(per_run, math.nan, math.nan, int(per_run.size))

@@ -81,6 +81,7 @@ from benchmarks.common import (
     preset_config,
     print_written,
     read_json,
+    summarize,
     use_all_cores,
     whole_rollouts,
     write_json,
@@ -320,21 +321,18 @@ def extend(previous: dict, row: dict) -> dict:
     :func:`continues` it): per-seed final returns joined, mean, std and checks recomputed over
     all of them, times summed, every part's commit kept (``parts``)."""
     spec = ROWS[row["env"]]
-    per_seed = np.asarray(previous["final_returns"] + row["final_returns"], np.float64)
-    done = per_seed[~np.isnan(per_seed)]
+    final = summarize(previous["final_returns"] + row["final_returns"])
     last = [(r["last_update_return_mean"], r["seeds"]) for r in (previous, row)
             if r.get("last_update_return_mean") is not None
             and not math.isnan(r["last_update_return_mean"])]
     return {**row, "first_seed": _seed_range(previous)[0],
             "seeds": previous["seeds"] + row["seeds"],
-            "final_return_mean": float(done.mean()) if done.size else math.nan,
-            "final_return_std": float(done.std()) if done.size else math.nan,
-            "final_returns": per_seed.tolist(),
-            "unfinished_seeds": int(per_seed.size - done.size),
+            "final_return_mean": final.mean, "final_return_std": final.std,
+            "final_returns": final.per_run.tolist(), "unfinished_seeds": final.unfinished,
             "last_update_return_mean": (sum(v * n for v, n in last) / sum(n for _, n in last)
                                         if last else math.nan),
             "target": spec.target, "seed_floor": spec.floor, "published": spec.published,
-            **judge(spec, per_seed), **_joined_run_info(previous, row)}
+            **judge(spec, final.per_run), **_joined_run_info(previous, row)}
 
 
 def extend_curves(previous: dict, curves: dict, row: dict) -> dict:
