@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from purejaxppo import PPOConfig
+from purejaxppo.app.outputs import atomic_write
 from purejaxppo.app.presets import get_preset
 from purejaxppo.metrics import final_return
 from purejaxppo.parallel import compiler_options, use_cpu_cores
@@ -79,13 +80,15 @@ def output_dir(args: argparse.Namespace) -> Path:
 
 
 def write_json(path: Path, payload: Any, indent: int = 2) -> Path:
-    """``payload`` as JSON (NaN written as null, so that any JSON reader takes the file)."""
-    path.write_text(json.dumps(json_safe(payload), indent=indent) + "\n")
-    return path
+    """``payload`` as JSON (NaN written as null, so that any JSON reader takes the file),
+    written atomically (:func:`write_text`)."""
+    return write_text(path, json.dumps(json_safe(payload), indent=indent) + "\n")
 
 
 def write_text(path: Path, text: str) -> Path:
-    path.write_text(text)
+    """Writes ``text`` to ``path`` atomically: an interrupted benchmark leaves the file as it
+    was or as it is now, never half written (a recorded table holds hours of training)."""
+    atomic_write(path, text)
     return path
 
 

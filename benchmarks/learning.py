@@ -7,6 +7,7 @@
     python -m benchmarks.learning --envs CartPole-v1 --seeds 2 --steps 4096  # a quick look
     python -m benchmarks.learning --envs Freeway-MinAtar --first-seed 2 --seeds 2 --record
     python -m benchmarks.learning --plot-only --record              # table and figure from the files
+    python -m benchmarks.learning --merge FILE --record             # join a part kept aside
 
 Rows: one per environment of :data:`ROWS` (the gymnax presets of ``purejaxppo/app/presets.json``),
 each trained with its preset at the preset's ``total_timesteps`` (``--steps`` overrides it,
@@ -16,10 +17,13 @@ compiled program split over one CPU device per core (``use_cpu_cores``) or over 
 sits next to the preset's row ``"ENV"``. Seed ``i`` trains from the ``i``-th of
 ``jax.random.split(jax.random.key(0), n)`` for any ``n > i``, so a long row can be trained in
 parts: ``--first-seed K`` trains seeds ``K .. K + seeds - 1``, and a part whose seeds start where
-the recorded row's end, with the same settings, is appended to it (per-seed returns and curves
-joined, mean, std and checks recomputed, times summed, each part's commit kept under
-``parts``; ``commit`` reads ``A + B`` when they differ). A part that would leave a gap or
-overlap, or that has other settings, is refused before anything trains.
+the recorded row's end (or end where they start), with the same settings, is joined with it in
+seed order (per-seed returns and curves joined, mean, std and checks recomputed, times summed,
+each part's commit kept under ``parts``; ``commit`` reads ``A + B`` when they differ). A part
+that would leave a gap or overlap, or that has other settings, is refused before anything
+trains. Should the recorded row change while a part trains (another run writing into the same
+directory), the finished part is not lost: it is written to ``learning-unmerged-KEY-SEEDS.json``
+beside the table, the exit status is 1, and ``--merge FILE`` joins it later.
 
 A seed's final return is ``purejaxppo.metrics.final_return``: its mean ``episode_return`` over the
 last 5% of updates. A row passes when the mean over seeds is at or above the published figure
@@ -286,71 +290,80 @@ def _plain(value: object) -> object:
     return json.loads(json.dumps(json_safe(value)))
 
 
-def continues(previous: dict | None, row: dict) -> bool | None:
-    """Whether ``row`` is appended to ``previous`` (its seeds start where ``previous``'s end,
-    same settings: True) or replaces it (no previous row, or the same first seed: False); None
-    when it can do neither (a gap, an overlap or other settings), which :func:`merge` refuses."""
+def continues(previous: dict | None, row: dict) -> str | None:
+    """How ``row`` joins the recorded row ``previous`` of its key: ``"replace"`` (no previous
+    row, or the same first seed), ``"append"`` (its seeds start where ``previous``'s end) or
+    ``"prepend"`` (they end where ``previous``'s start), the last two only with the same
+    settings; None when it can do none of these (a gap, an overlap or other settings), which
+    :func:`merge` refuses."""
     if previous is None or _seed_range(previous)[0] == _seed_range(row)[0]:
-        return False
-    if (_seed_range(previous)[1] == _seed_range(row)[0]
-            and _plain(previous.get("config")) == _plain(row.get("config"))):
-        return True
+        return "replace"
+    if _plain(previous.get("config")) != _plain(row.get("config")):
+        return None
+    if _seed_range(previous)[1] == _seed_range(row)[0]:
+        return "append"
+    if _seed_range(row)[1] == _seed_range(previous)[0]:
+        return "prepend"
     return None
 
 
 _PART_FIELDS = ("first_seed", "seeds", "commit", "run_s", "finished_at")
 
 
+def _parts(row: dict) -> list[dict]:
+    """The parts ``row`` was trained in (itself, for a row trained at once)."""
+    return row.get("parts") or [{k: row.get(k, 0 if k == "first_seed" else None)
+                                 for k in _PART_FIELDS}]
+
+
 def _joined_run_info(a: dict, b: dict) -> dict:
-    """The timing and provenance of two parts of a row trained one after the other."""
+    """The timing and provenance of a row made of ``a``'s seeds and then ``b``'s, whichever
+    was trained first: times summed, each part kept in seed order, the newest run's device."""
     run_s = a["run_s"] + b["run_s"]
     steps = a["steps_per_s"] * a["run_s"] + b["steps_per_s"] * b["run_s"]
-    same = a.get("commit") == b.get("commit")
-    parts = a.get("parts") or [{k: a.get(k, 0 if k == "first_seed" else None)
-                                for k in _PART_FIELDS}]
+    newest = max(a, b, key=lambda r: r.get("finished_at") or "")
+    parts = [*_parts(a), *_parts(b)]
+    commits = list(dict.fromkeys(str(p.get("commit")) for p in parts))
     return {"compile_s": round(a["compile_s"] + b["compile_s"], 2), "run_s": round(run_s, 2),
             "wall_s": round(a["wall_s"] + b["wall_s"], 2), "steps_per_s": round(steps / run_s),
-            "devices": b["devices"], "device": b["device"], "jax": b["jax"],
-            "commit": a.get("commit") if same else f"{a.get('commit')} + {b.get('commit')}",
-            "finished_at": b["finished_at"],
-            "parts": [*parts, {k: b.get(k) for k in _PART_FIELDS}]}
+            **{k: newest[k] for k in ("devices", "device", "jax", "finished_at")},
+            "commit": " + ".join(commits), "parts": parts}
 
 
-def extend(previous: dict, row: dict) -> dict:
-    """The row of ``learning.json`` made of ``previous``'s seeds and then ``row``'s (which
-    :func:`continues` it): per-seed final returns joined, mean, std and checks recomputed over
-    all of them, times summed, every part's commit kept (``parts``)."""
-    spec = ROWS[row["env"]]
-    final = summarize(previous["final_returns"] + row["final_returns"])
-    last = [(r["last_update_return_mean"], r["seeds"]) for r in (previous, row)
+def extend(a: dict, b: dict) -> dict:
+    """The row of ``learning.json`` made of ``a``'s seeds and then ``b``'s (``b`` continues
+    ``a``, :func:`continues`): per-seed final returns joined, mean, std and checks recomputed
+    over all of them, times summed, every part's commit kept (``parts``)."""
+    spec = ROWS[b["env"]]
+    final = summarize(a["final_returns"] + b["final_returns"])
+    last = [(r["last_update_return_mean"], r["seeds"]) for r in (a, b)
             if r.get("last_update_return_mean") is not None
             and not math.isnan(r["last_update_return_mean"])]
-    return {**row, "first_seed": _seed_range(previous)[0],
-            "seeds": previous["seeds"] + row["seeds"],
+    return {**b, "first_seed": _seed_range(a)[0], "seeds": a["seeds"] + b["seeds"],
             "final_return_mean": final.mean, "final_return_std": final.std,
             "final_returns": final.per_run.tolist(), "unfinished_seeds": final.unfinished,
             "last_update_return_mean": (sum(v * n for v, n in last) / sum(n for _, n in last)
                                         if last else math.nan),
             "target": spec.target, "seed_floor": spec.floor, "published": spec.published,
-            **judge(spec, final.per_run), **_joined_run_info(previous, row)}
+            **judge(spec, final.per_run), **_joined_run_info(a, b)}
 
 
-def extend_curves(previous: dict, curves: dict, row: dict) -> dict:
-    """The curves entry of the row :func:`extend` made: ``previous``'s seeds, then ``curves``'."""
-    if previous["env_steps"] != curves["env_steps"]:
+def extend_curves(a: dict, b: dict, row: dict) -> dict:
+    """The curves entry of the row :func:`extend` made: ``a``'s seeds, then ``b``'s."""
+    if a["env_steps"] != b["env_steps"]:
         raise ValueError(f"{_key(row)}: the parts' curves are at different env steps")
-    return {**curves, "first_seed": row["first_seed"], "seeds": row["seeds"],
+    return {**b, "first_seed": row["first_seed"], "seeds": row["seeds"],
             "final_return_mean": row["final_return_mean"],
-            "episode_return": previous["episode_return"] + curves["episode_return"],
+            "episode_return": a["episode_return"] + b["episode_return"],
             **{k: row[k] for k in ("compile_s", "run_s", "wall_s", "steps_per_s", "commit",
                                    "finished_at", "parts")}}
 
 
 def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
     """Merges ``rows`` and ``curves`` into the files in ``out``: a row whose seeds continue the
-    recorded row of its key is appended to it (:func:`extend`), any other replaces it; the rows
-    as written (NaN as null), in table order. Raises ValueError, writing nothing, for a row
-    that neither continues nor replaces its recorded row (:func:`continues`)."""
+    recorded row of its key (before or after it) is joined with it (:func:`extend`), any other
+    replaces it; the rows as written (NaN as null), in table order. Raises ValueError, writing
+    nothing, for a row that neither joins nor replaces its recorded row (:func:`continues`)."""
     path = out / f"{NAME}.json"
     previous = read_json(path)
     merged = {_key(r): r for r in previous.get("rows", [])}
@@ -361,13 +374,15 @@ def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
         key = _key(r)
         how = continues(merged.get(key), r)
         if how is None:
-            first, end = _seed_range(merged[key])
-            raise ValueError(f"{key}: seeds {_seed_range(r)[0]}.. neither continue the recorded "
-                             f"seeds {first}..{end - 1} with the same settings nor replace them")
-        if how:
-            r = extend(merged[key], r)
+            raise ValueError(f"{key}: seeds {_span(r)} neither continue the recorded seeds "
+                             f"{_span(merged[key])} with the same settings nor replace them")
+        if how != "replace":
+            a, b = (merged[key], r) if how == "append" else (r, merged[key])
+            r = extend(a, b)
             if key in curves and key in all_curves:
-                curves[key] = extend_curves(all_curves[key], curves[key], r)
+                ca, cb = ((all_curves[key], curves[key]) if how == "append"
+                          else (curves[key], all_curves[key]))
+                curves[key] = extend_curves(ca, cb, r)
         merged[key] = r
     ordered = sorted(merged.values(), key=lambda r: _order(_key(r), r["env"]))
     write_json(path, {"device": str(jax.devices()[0]), "jax": jax.__version__,
@@ -380,6 +395,19 @@ def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
                   text)
     write_text(curves_path, text + "\n")
     return read_json(path)["rows"]
+
+
+def _span(row: dict) -> str:
+    first, end = _seed_range(row)
+    return f"{first}..{end - 1}"
+
+
+def keep_unmerged(out: Path, row: dict, curves: dict) -> Path:
+    """Writes a trained row that :func:`merge` refused to its own file in ``out``
+    (``learning-unmerged-KEY-SEEDS.json``, read back by ``--merge``), so no training is lost."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", _key(row)).strip("_")
+    path = out / f"{NAME}-unmerged-{name}-{_span(row).replace('..', '-')}.json"
+    return write_json(path, {"rows": [row], "curves": {_key(row): curves}})
 
 
 def render(out: Path) -> list[Path]:
@@ -535,11 +563,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the preset's network (row key 'ENV [NAME]')")
     parser.add_argument("--plot-only", action="store_true",
                         help="train nothing: rewrite the table and figure from the JSON files")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE", default=None,
+                        help="train nothing: join rows kept in FILE (a row that could not join "
+                             "the recorded one when it finished) into the output files")
     parser.add_argument("--background", action="store_true",
                         help="run detached, output to a log file; prints its pid and path")
     add_output_flags(parser)
     args = parser.parse_args(argv)
 
+    if args.merge:
+        return merge_files(parser, output_dir(args), args.merge)
     if args.plot_only:
         out = output_dir(args)
         written = render(out)
@@ -566,21 +599,50 @@ def main(argv: list[str] | None = None) -> int:
                 "config": configs[env].to_dict()}
         if continues(recorded.get(key), part) is None:
             first, end = _seed_range(recorded[key])
-            parser.error(f"{key}: --first-seed {args.first_seed} with these settings neither "
-                         f"continues the recorded seeds {first}..{end - 1} in {out} (use "
-                         f"--first-seed {end} with the same settings) nor replaces them "
-                         f"(--first-seed {first}); or write elsewhere with --out")
-    rows = []
+            before = f", or seeds that end at {first - 1}," if first > 0 else ""
+            parser.error(f"{key}: seeds {_span(part)} with these settings neither continue the "
+                         f"recorded seeds {first}..{end - 1} in {out} (use --first-seed {end}"
+                         f"{before} with the same settings) nor replace them (--first-seed "
+                         f"{first}); or write elsewhere with --out")
+    rows, unmerged = [], []
     for env in args.envs:
         row, curves = run(env, args.seeds or ROWS[env].seeds, configs[env], commit,
                           args.first_seed)
         rows.append(row)
         with locked(out):  # after every row: a long run keeps what it has if interrupted
-            merge(out, [row], {row["key"]: curves})
+            try:
+                merge(out, [row], {row["key"]: curves})
+            except ValueError as e:  # the recorded row changed while this one trained
+                kept = keep_unmerged(out, row, curves)
+                unmerged.append(kept)
+                print(f"error: {e}; this row is kept in {kept} (python -m {MODULE} --merge "
+                      f"{kept} --out {out} joins it once it fits)", file=sys.stderr, flush=True)
             written = render(out)
     print(written[0].read_text())
+    print_written([out / f"{NAME}.json", out / f"{NAME}_curves.json", *written, *unmerged])
+    return 0 if all(r["passed"] is not False for r in rows) and not unmerged else 1
+
+
+def merge_files(parser: argparse.ArgumentParser, out: Path, files: list[Path]) -> int:
+    """``--merge``: joins rows kept by :func:`keep_unmerged` (or any file of that shape) into
+    ``out``, each file removed once its rows are in; a file that does not fit is one line,
+    exit status 2, and ``out`` is untouched by it."""
+    for file in files:
+        try:
+            saved = json.loads(file.read_text())
+            rows, curves = saved["rows"], saved["curves"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            parser.error(f"--merge {file}: not a row file written by this benchmark ({e})")
+        with locked(out):
+            try:
+                merge(out, rows, curves)
+            except ValueError as e:
+                parser.error(f"--merge {file}: {e}")
+        file.unlink()
+    written = render(out)
+    print(written[0].read_text())
     print_written([out / f"{NAME}.json", out / f"{NAME}_curves.json", *written])
-    return 0 if all(r["passed"] is not False for r in rows) else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -148,9 +148,10 @@ def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
 
 
 def test_a_row_trained_in_parts_joins_into_one(tmp_path, monkeypatch, capsys):
-    """``--first-seed``: seeds 0-1 and then 2-3 make the row that 4 seeds at once make (seed
-    ``i``'s key does not depend on the seed count); a part that would leave a gap is refused
-    before training, with one line and exit status 2."""
+    """``--first-seed``: seeds 0-1 and then 2-3, or 2-3 and then 0-1, make the row that 4 seeds
+    at once make (seed ``i``'s key does not depend on the seed count); a part that would leave
+    a gap is refused before training, with one line and exit status 2; a part the recorded row
+    no longer fits when it finishes is kept in its own file, and ``--merge`` joins it later."""
     monkeypatch.setattr(learning, "use_all_cores", lambda: 1)  # this process's devices are set
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
@@ -190,5 +191,43 @@ def test_a_row_trained_in_parts_joins_into_one(tmp_path, monkeypatch, capsys):
 
     # Other settings do not join either; the same first seed replaces the row.
     assert learning.continues(joined, {**one, "first_seed": 4, "config": {"lr": 1}}) is None
-    assert learning.continues(joined, {**one, "first_seed": 4}) is True
-    assert learning.continues(joined, one) is False and learning.continues(None, one) is False
+    assert learning.continues(joined, {**one, "first_seed": 4}) == "append"
+    assert learning.continues(joined, one) == "replace"
+    assert learning.continues(None, one) == "replace"
+
+    # Seeds 2-3 first, then 0-1: joined in seed order, the same row again. The recorded row
+    # changes while 0-1 train (another run's row with other settings), so the finished part is
+    # kept aside (exit status 1) and ``--merge`` joins it once the recorded row fits.
+    backwards = tmp_path / "backwards"
+    backwards.mkdir()
+    learning.main([*common, "--first-seed", "2", "--out", str(backwards)])
+    [later] = json.loads((backwards / "learning.json").read_text())["rows"]
+    real_run = learning.run
+
+    def run_while_another_writes(*args, **kwargs):
+        result = real_run(*args, **kwargs)
+        learning.merge(backwards, [{**later, "config": {**later["config"], "lr": 1.0}}], {})
+        return result
+
+    monkeypatch.setattr(learning, "run", run_while_another_writes)
+    assert learning.main([*common, "--out", str(backwards)]) == 1
+    monkeypatch.setattr(learning, "run", real_run)
+    [kept] = backwards.glob("learning-unmerged-*.json")
+    assert kept.name == "learning-unmerged-CartPole-v1-0-1.json"
+    assert "this row is kept in" in capsys.readouterr().err
+    [other] = json.loads((backwards / "learning.json").read_text())["rows"]
+    assert other["config"]["lr"] == 1.0 and other["seeds"] == 2
+    with pytest.raises(SystemExit) as exit_:  # still does not fit: one line, exit 2
+        learning.main(["--merge", str(kept), "--out", str(backwards)])
+    assert exit_.value.code == 2 and kept.exists()
+    assert "neither continue" in capsys.readouterr().err.strip().splitlines()[-1]
+
+    learning.merge(backwards, [later], {})  # the recorded row as it was
+    assert learning.main(["--merge", str(kept), "--out", str(backwards)]) == 0
+    assert not kept.exists()
+    [prepended] = json.loads((backwards / "learning.json").read_text())["rows"]
+    assert prepended["seeds"] == 4 and prepended["first_seed"] == 0
+    np.testing.assert_allclose(prepended["final_returns"], one["final_returns"], rtol=1e-5)
+    assert [(p["first_seed"], p["seeds"]) for p in prepended["parts"]] == [(0, 2), (2, 2)]
+    curves = json.loads((backwards / "learning_curves.json").read_text())["rows"]["CartPole-v1"]
+    np.testing.assert_allclose(curves["episode_return"], one_curves["episode_return"], rtol=1e-5)
