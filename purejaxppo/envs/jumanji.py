@@ -4,10 +4,11 @@ A Jumanji environment steps ``(state, action) -> (state, timestep)`` without aut
 episode that ends with ``discount == 0`` terminated, one that ends with ``discount > 0`` was
 truncated. Several environments (Snake among them) end at their ``time_limit`` with
 ``discount == 0``, as if the clock were a terminal state; for every environment whose
-constructor takes a ``time_limit`` the adapter therefore makes it with no limit and gives its
-default limit to :class:`purejaxppo.envs.core.Env` (``max_episode_steps``), which truncates there
-and resets, so ``final_obs`` is the real last observation and the clock never reads as a
-termination.
+constructor takes a ``time_limit`` the adapter therefore gives its default limit to
+:class:`purejaxppo.envs.core.Env` (``max_episode_steps``), which truncates there and resets, and
+makes the environment with :data:`CLOCK_FACTOR` times that limit, which its own clock never
+reaches, so ``final_obs`` is the real last observation and the clock never reads as a
+termination. (A finite clock, not an unbounded one: MMST sizes arrays of its state by it.)
 
 Observations (NamedTuples of arrays) are flattened to one float32 vector, the ``action_mask``
 field left out: the adapter provides it as ``action_mask(state)`` instead, and the policy gives
@@ -36,8 +37,11 @@ Array = jax.Array
 
 NEEDS_DOWNLOAD = {"Sokoban-v0": "downloads its level data set when created"}
 
-NO_LIMIT = 2**31 - 1
-"""The ``time_limit`` an environment is made with when the protocol enforces its limit."""
+CLOCK_FACTOR = 2
+"""An environment whose limit the protocol enforces is made with this many times its default
+``time_limit``: its own clock (``step_count >= time_limit`` after the step) never ends an episode
+first. Finite, because some environments size their state by it (MMST keeps each agent's
+visited nodes in ``[num_agents, time_limit]``)."""
 
 
 class JumanjiState(NamedTuple):
@@ -160,7 +164,7 @@ def make(name: str, env_id: str = "") -> Any:
     if "time_limit" in inspect.signature(type(env).__init__).parameters and getattr(
             env, "time_limit", None):
         limit = int(env.time_limit)
-        env = jumanji.make(name, time_limit=NO_LIMIT)
+        env = jumanji.make(name, time_limit=CLOCK_FACTOR * limit)
     env_id = env_id or f"jumanji:{name}"
     reward_shape = tuple(getattr(env.reward_spec, "shape", ()))
     if reward_shape != ():

@@ -90,3 +90,31 @@ def test_masks_per_agent_mask_each_factor_of_a_multidiscrete_space():
         assert np.take_along_axis(rows, action[..., i:i + 1], -1).all()
     with pytest.raises(ValueError, match=r"reward of shape \(2,\) \(one per agent\)"):
         envs.make("jumanji:LevelBasedForaging-v0")
+
+
+def test_every_jumanji_id_is_made_with_a_bounded_state_or_refused_by_name():
+    """Every id Jumanji registers (without a download) either becomes an environment whose
+    reset and step states stay small (MMST sizes its state by its clock: with an unbounded clock
+    one step asked for 25 GB) or is refused with a ValueError that names it."""
+    from purejaxppo.envs import jumanji as adapter
+
+    made = 0
+    for name in adapter.registered_ids():
+        env_id = f"jumanji:{name}"
+        try:
+            env = envs.make(env_id)
+        except ValueError as e:
+            assert env_id in str(e)
+            continue
+        made += 1
+        obs, state = jax.eval_shape(env.reset, jax.random.key(0))
+        space = env.action_space
+        action = jax.ShapeDtypeStruct(
+            (len(space.nvec),) if isinstance(space, spaces.MultiDiscrete) else (), jnp.int32)
+        step = jax.eval_shape(env.step, jax.random.key(1), state, action)
+        for tree in (state, step):
+            size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+            assert size < 16 << 20, f"{env_id}: a state of {size} bytes"
+        if name == "MMST-v0":
+            assert env.time_limit == 70
+    assert made >= 15
