@@ -9,12 +9,16 @@ observation (Brax's ``AutoResetWrapper`` writes the reset observation over it). 
 Brax's ``done`` (e.g. the ant is unhealthy). Actions: ``Box[-1, 1]^action_size``.
 
 The default backend is ``positional``, the one Brax's PPO training examples use for the
-locomotion tasks; ``spring`` is faster, ``generalized`` and ``mjx`` more accurate.
+locomotion tasks; ``spring`` is faster, ``generalized`` and ``mjx`` more accurate. An
+environment that does not run on ``positional`` (``swimmer``: ``generalized`` only) gets its own
+default backend instead; a backend given by name that it does not run on is refused, naming the
+one it takes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax
@@ -35,6 +39,23 @@ def registered_ids() -> list[str]:
     from brax import envs as brax_envs
 
     return sorted(brax_envs._envs)
+
+
+def _fluid_is_broken() -> bool:
+    """Whether ``brax.fluid`` (the swimmer's fluid forces) calls ``jnp.clip`` with the
+    ``a_min`` keyword that newer jax versions removed (it then fails when traced)."""
+    import brax.fluid
+
+    return ("a_min" not in inspect.signature(jnp.clip).parameters
+            and "a_min=" in inspect.getsource(brax.fluid))
+
+
+def _own_backend(cls: type) -> str | None:
+    """The backend an environment class is made with when none is given (its constructor's
+    default), or None."""
+    parameter = inspect.signature(cls).parameters.get("backend")
+    default = None if parameter is None else parameter.default
+    return default if isinstance(default, str) else None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,11 +81,13 @@ def make(name: str, env_id: str = "") -> BraxAdapter:
     """The adapter of ``NAME`` or ``NAME@BACKEND``.
 
     Raises:
-        ValueError: an unknown name (with the close ones) or backend.
+        ValueError: an unknown name (with the close ones) or backend, or a backend the
+            environment does not run on.
     """
     from brax import envs as brax_envs
 
     base, _, backend = name.partition("@")
+    explicit = bool(backend)
     backend = backend or DEFAULT_BACKEND
     known = registered_ids()
     if base not in known:
@@ -72,6 +95,19 @@ def make(name: str, env_id: str = "") -> BraxAdapter:
     if backend not in BACKENDS:
         raise ValueError(f"unknown Brax backend {backend!r} in {env_id or name!r}: give "
                          f"brax:{base}@BACKEND with one of {', '.join(BACKENDS)}")
-    env = brax_envs.get_environment(base, backend=backend)
+    try:
+        env = brax_envs.get_environment(base, backend=backend)
+    except ValueError as e:  # Brax: "Unsupported backend: X." for one the environment lacks
+        own = _own_backend(brax_envs._envs[base])
+        if "backend" not in str(e) or own is None or own == backend:
+            raise
+        if explicit:
+            raise ValueError(f"brax:{base} does not run on the {backend!r} backend (Brax: {e}); "
+                             f"give brax:{base}@{own}, or brax:{base} for its default") from None
+        env = brax_envs.get_environment(base, backend=own)
+    if getattr(getattr(env, "sys", None), "enable_fluid", False) and _fluid_is_broken():
+        raise ValueError(f"environment 'brax:{base}' is not supported with jax {jax.__version__}: "
+                         "Brax's fluid forces (brax.fluid, which it needs) call "
+                         "jnp.clip(a_min=...), which this jax no longer accepts")
     return BraxAdapter(env, spaces.Box.of((env.observation_size,)),
                        spaces.Box.of((env.action_size,), -1.0, 1.0))

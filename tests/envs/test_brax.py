@@ -11,7 +11,8 @@ from suite_checks import (
     check_truncation_keeps_final_obs,
 )
 
-from purejaxppo import envs
+from purejaxppo import PPOConfig, envs, make_train
+from purejaxppo.envs import brax as brax_adapter
 from purejaxppo.envs import spaces
 
 # An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
@@ -34,3 +35,20 @@ def test_brax_names_and_backends_are_checked():
     with pytest.raises(ValueError, match="unknown Brax backend 'nope'.*positional, spring"):
         envs.make("brax:ant@nope")
     assert envs.make("brax:ant").adapter.env.backend == "positional"
+    # Swimmer runs on generalized only: positional by name is refused, naming the one it takes;
+    # without a backend it gets that one, and it traces through training, or, where Brax's
+    # fluid forces do not run on this jax, it is refused with that reason.
+    with pytest.raises(ValueError, match=r"brax:swimmer does not run on the 'positional' "
+                                         r"backend.*give brax:swimmer@generalized"):
+        envs.make("brax:swimmer@positional")
+    from brax import envs as brax_envs
+
+    assert brax_adapter._own_backend(brax_envs._envs["swimmer"]) == "generalized"
+    if brax_adapter._fluid_is_broken():
+        with pytest.raises(ValueError, match=r"'brax:swimmer' is not supported with jax .*"
+                                             r"jnp.clip\(a_min=...\)"):
+            envs.make("brax:swimmer")
+    else:
+        assert envs.make("brax:swimmer").adapter.env.backend == "generalized"
+        config = PPOConfig(env="brax:swimmer", total_timesteps=64, num_envs=2, num_steps=16)
+        jax.eval_shape(make_train(config), jax.random.key(0))
