@@ -67,7 +67,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import jax
 import numpy as np
@@ -96,6 +96,7 @@ from purejaxppo.networks import make_networks, registered_networks
 from purejaxppo.parallel import seed_sharding
 
 NAME = "learning"
+T = TypeVar("T")
 MODULE = "benchmarks.learning"
 
 CURVE_POINTS = 200
@@ -377,12 +378,9 @@ def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
             raise ValueError(f"{key}: seeds {_span(r)} neither continue the recorded seeds "
                              f"{_span(merged[key])} with the same settings nor replace them")
         if how != "replace":
-            a, b = (merged[key], r) if how == "append" else (r, merged[key])
-            r = extend(a, b)
+            r = extend(*_in_seed_order(how, merged[key], r))
             if key in curves and key in all_curves:
-                ca, cb = ((all_curves[key], curves[key]) if how == "append"
-                          else (curves[key], all_curves[key]))
-                curves[key] = extend_curves(ca, cb, r)
+                curves[key] = extend_curves(*_in_seed_order(how, all_curves[key], curves[key]), r)
         merged[key] = r
     ordered = sorted(merged.values(), key=lambda r: _order(_key(r), r["env"]))
     write_json(path, {"device": str(jax.devices()[0]), "jax": jax.__version__,
@@ -397,6 +395,11 @@ def merge(out: Path, rows: list[dict], curves: dict[str, dict]) -> list[dict]:
     return read_json(path)["rows"]
 
 
+def _in_seed_order(how: str, recorded: T, new: T) -> tuple[T, T]:
+    """The recorded part and the new one in seed order (``how`` from :func:`continues`)."""
+    return (recorded, new) if how == "append" else (new, recorded)
+
+
 def _span(row: dict) -> str:
     first, end = _seed_range(row)
     return f"{first}..{end - 1}"
@@ -404,9 +407,14 @@ def _span(row: dict) -> str:
 
 def keep_unmerged(out: Path, row: dict, curves: dict) -> Path:
     """Writes a trained row that :func:`merge` refused to its own file in ``out``
-    (``learning-unmerged-KEY-SEEDS.json``, read back by ``--merge``), so no training is lost."""
+    (``learning-unmerged-KEY-SEEDS.json``, ``-2``, ``-3``... after it when that exists; read back
+    by ``--merge``), so no training is lost."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", _key(row)).strip("_")
-    path = out / f"{NAME}-unmerged-{name}-{_span(row).replace('..', '-')}.json"
+    stem = f"{NAME}-unmerged-{name}-{_span(row).replace('..', '-')}"
+    path, n = out / f"{stem}.json", 1
+    while path.exists():  # an earlier part of the same seeds kept aside stays as it is
+        n += 1
+        path = out / f"{stem}-{n}.json"
     return write_json(path, {"rows": [row], "curves": {_key(row): curves}})
 
 

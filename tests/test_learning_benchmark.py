@@ -214,6 +214,11 @@ def test_a_row_trained_in_parts_joins_into_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(learning, "run", real_run)
     [kept] = backwards.glob("learning-unmerged-*.json")
     assert kept.name == "learning-unmerged-CartPole-v1-0-1.json"
+    saved = json.loads(kept.read_text())  # the same seeds kept again: a second file
+    again = learning.keep_unmerged(backwards, saved["rows"][0], saved["curves"]["CartPole-v1"])
+    assert again.name == "learning-unmerged-CartPole-v1-0-1-2.json"
+    assert json.loads(kept.read_text()) == saved and json.loads(again.read_text()) == saved
+    again.unlink()
     assert "this row is kept in" in capsys.readouterr().err
     [other] = json.loads((backwards / "learning.json").read_text())["rows"]
     assert other["config"]["lr"] == 1.0 and other["seeds"] == 2
