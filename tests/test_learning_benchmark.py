@@ -27,9 +27,9 @@ def test_rows_cover_every_gymnax_preset_at_its_own_budget():
             presets()[env].config["total_timesteps"], env
     assert learning.row_config("CartPole-v1", 5000, None).total_timesteps == 4608  # 9 x 512
     assert learning.row_config("CartPole-v1", 1, None).total_timesteps == 512
-    assert learning.row_key("SpaceInvaders-MinAtar", "mlp") == "SpaceInvaders-MinAtar"
-    assert learning.row_key("SpaceInvaders-MinAtar", "cnn") == "SpaceInvaders-MinAtar [cnn]"
-    assert learning.row_config("SpaceInvaders-MinAtar", None, "cnn").network == "cnn"
+    assert learning.row_key("Seaquest-MinAtar", "mlp") == "Seaquest-MinAtar"
+    assert learning.row_key("Seaquest-MinAtar", "cnn") == "Seaquest-MinAtar [cnn]"
+    assert learning.row_config("Seaquest-MinAtar", None, "cnn").network == "cnn"
     # The Asterix, Breakout and Freeway presets use the CNN: their MLP rows are the overrides.
     for env in ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar"):
         assert learning.row_key(env, "cnn") == env
@@ -111,34 +111,35 @@ def test_cartpole_row_writes_its_row_curves_and_figure(tmp_path):
 
 
 def test_network_override_is_a_row_of_its_own(tmp_path, monkeypatch):
-    # A row recorded earlier with the preset's network, kept by the merge.
-    mlp = {"key": "SpaceInvaders-MinAtar", "env": "SpaceInvaders-MinAtar", "network": "mlp",
+    # A row recorded earlier with the preset's network (Asterix's preset uses the CNN), kept by
+    # the merge.
+    cnn = {"key": "Asterix-MinAtar", "env": "Asterix-MinAtar", "network": "cnn",
            "total_timesteps": 128, "seeds": 1, "final_return_mean": 1.0,
            "final_return_std": 0.0, "run_s": 1.0, "passed": False}
-    mlp_curve = {"env": "SpaceInvaders-MinAtar", "network": "mlp", "published": 131.0,
+    cnn_curve = {"env": "Asterix-MinAtar", "network": "cnn", "published": 15.0,
                  "env_steps": [64, 128], "episode_return": [[None, 1.0]]}
-    learning.merge(tmp_path, [mlp], {"SpaceInvaders-MinAtar": mlp_curve})
+    learning.merge(tmp_path, [cnn], {"Asterix-MinAtar": cnn_curve})
 
-    # The preset's 64 envs x 128 steps shrunk to 4 x 16 (one update), so that the CNN trains in
-    # seconds; in this process, whose JAX devices are fixed already.
+    # The preset's 64 envs x 128 steps shrunk to 4 x 16 (one update), so that the network trains
+    # in seconds; in this process, whose JAX devices are fixed already.
     full = learning.row_config
     monkeypatch.setattr(learning, "row_config", lambda env, steps, network: full(
         env, steps, network).replace(num_envs=4, num_steps=16, num_minibatches=2,
                                      total_timesteps=64))
     monkeypatch.setattr(learning, "use_all_cores", lambda: 1)
-    assert learning.main(["--envs", "SpaceInvaders-MinAtar", "--network", "cnn", "--seeds", "1",
-                          "--out", str(tmp_path)]) == 1  # far below the published 131
+    assert learning.main(["--envs", "Asterix-MinAtar", "--network", "mlp", "--seeds", "1",
+                          "--out", str(tmp_path)]) == 1  # far below the published 15
 
     rows = {r["key"]: r for r in json.loads((tmp_path / "learning.json").read_text())["rows"]}
-    assert set(rows) == {"SpaceInvaders-MinAtar", "SpaceInvaders-MinAtar [cnn]"}
-    assert rows["SpaceInvaders-MinAtar"] == mlp
-    cnn = rows["SpaceInvaders-MinAtar [cnn]"]
-    assert cnn["network"] == "cnn" and cnn["config"]["network"] == "cnn" and cnn["seeds"] == 1
+    assert set(rows) == {"Asterix-MinAtar", "Asterix-MinAtar [mlp]"}
+    assert rows["Asterix-MinAtar"] == cnn
+    mlp = rows["Asterix-MinAtar [mlp]"]
+    assert mlp["network"] == "mlp" and mlp["config"]["network"] == "mlp" and mlp["seeds"] == 1
     curves = json.loads((tmp_path / "learning_curves.json").read_text())["rows"]
-    assert set(curves) == {"SpaceInvaders-MinAtar", "SpaceInvaders-MinAtar [cnn]"}
-    assert curves["SpaceInvaders-MinAtar [cnn]"]["env_steps"] == [64]
+    assert set(curves) == {"Asterix-MinAtar", "Asterix-MinAtar [mlp]"}
+    assert curves["Asterix-MinAtar [mlp]"]["env_steps"] == [64]
     table = (tmp_path / "learning.md").read_text()
-    assert "| SpaceInvaders-MinAtar | mlp |" in table and "| SpaceInvaders-MinAtar | cnn |" in table
+    assert "| Asterix-MinAtar | cnn |" in table and "| Asterix-MinAtar | mlp |" in table
     assert (tmp_path / "learning.png").exists()
 
     # --plot-only redraws from the files alone.
