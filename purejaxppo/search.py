@@ -574,7 +574,8 @@ def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_ever
     is split over the devices (``jax.jit``'s partitioner, which gathers across devices only for
     the exploit). A member's learning rate anneals with its update count, so intervals compose
     exactly: a population of one (or ``fraction=0``) equals
-    ``make_train(config)(member_keys[i], hparams)`` per member to float32 rounding (the batched,
+    ``make_train(config)(member_keys[i], hparams)`` per member to float32 rounding, evaluations
+    (``config.eval_every``) on the same updates included (the batched,
     chunked program may order float sums differently; tested).
 
     Args:
@@ -610,23 +611,28 @@ def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_ever
             return tree
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
-    def train_for(state: TrainState, hp: Hyperparams, li: Array | None, length: int):
-        return jax.vmap(lambda s, h, i: run(s, h, length, i))(state, hp, li)
+    def train_for(state: TrainState, hp: Hyperparams, li: Array | None, length: int,
+                  first: Array | int):
+        # ``first`` (the updates before the interval, the same for every member) places the
+        # evaluations (``config.eval_every``) on the updates a plain run evaluates at.
+        return jax.vmap(lambda s, h, i: run(s, h, length, i, first))(state, hp, li)
 
     def program(key_data: Array, hp: Hyperparams, li: Array | None, pbt_keys: Array):
         state = constrain(init(jax.random.wrap_key_data(key_data, impl=impl), hp))
 
-        def interval(carry, k):
+        def interval(carry, xs):
             state, hp, li = carry
-            state, metrics = train_for(state, hp, li, ready_every)
+            k, first = xs
+            state, metrics = train_for(state, hp, li, ready_every, first)
             score = recent_return(metrics["episode_return"])
             new_state, new_hp, new_li, parent = exploit_and_explore(
                 dists, state, hp, li, score, k, fraction, resample_prob, perturb)
             return constrain((new_state, new_hp, new_li)), (metrics, hp, li, score, parent)
 
+        firsts = jnp.arange(intervals - 1) * ready_every
         (state, hp, li), (metrics, hps, lis, scores, parents) = jax.lax.scan(
-            interval, (state, hp, li), jax.random.wrap_key_data(pbt_keys, impl=impl))
-        state, last_metrics = train_for(state, hp, li, last)
+            interval, (state, hp, li), (jax.random.wrap_key_data(pbt_keys, impl=impl), firsts))
+        state, last_metrics = train_for(state, hp, li, last, (intervals - 1) * ready_every)
         return state, metrics, hps, lis, scores, parents, last_metrics, hp, li, recent_return(
             last_metrics["episode_return"])
 

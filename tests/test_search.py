@@ -267,7 +267,9 @@ def test_pbt_records_schedule_lineage_and_exploits_by_rank(population):
 
 
 def test_pbt_population_of_one_is_a_plain_run():
-    config = PPOConfig(**TINY)
+    # Evaluations every 2 updates across intervals of 3: the second interval's evaluation falls
+    # on the run's update 4, not on its own second update.
+    config = PPOConfig(**TINY, eval_every=2, eval_episodes=2)
     one = pbt(config, {"lr": ("log_uniform", 1e-4, 1e-2)}, population=1, ready_every=3,
               key=jax.random.key(3))
     assert one.starts == [0, 3] and one.parents.tolist() == [[0]]
@@ -276,6 +278,9 @@ def test_pbt_population_of_one_is_a_plain_run():
     train = make_train(config)
     plain = jax.jit(train)(one.member_keys[0], hp)
     run = jax.tree.map(lambda x: x[0], (one.result.state.params, one.result.metrics))
+    evaluated = ~np.isnan(np.asarray(plain.metrics["eval_return"]))
+    assert evaluated.tolist() == [False, True, False, True]
+    np.testing.assert_array_equal(~np.isnan(run[1]["eval_return"]), evaluated)
     # Equal to float32 rounding (1 ulp here): the population program batches and chunks the
     # same arithmetic, which XLA may fuse and order differently.
     for a, b in zip(jax.tree.leaves((plain.params, plain.metrics)), jax.tree.leaves(run),
