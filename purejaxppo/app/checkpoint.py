@@ -73,7 +73,8 @@ def unflatten_state(template: Any, flat: Mapping[str, Any]) -> Any:
         if value.shape != expected.shape or value.dtype != expected.dtype:
             raise CheckpointError(
                 f"the checkpoint's {name} is {value.dtype}{list(value.shape)} but the config "
-                f"needs {expected.dtype}{list(expected.shape)}: it was written for another config")
+                f"needs {expected.dtype}{list(expected.shape)}: it was written for another config "
+                "(resume or evaluate it with the config.json it was trained with)")
         if _is_key(leaf):
             # Keys are made with the default PRNG implementation; refuse any other.
             value = jax.random.wrap_key_data(value)
@@ -85,7 +86,8 @@ def unflatten_state(template: Any, flat: Mapping[str, Any]) -> Any:
     extra = set(flat) - {jax.tree_util.keystr(p) for p, _ in leaves}
     if extra:
         raise CheckpointError(f"the checkpoint has {len(extra)} entries the config does not "
-                              f"(e.g. {sorted(extra)[0]}): it was written for another config")
+                              f"(e.g. {sorted(extra)[0]}): it was written for another config (resume or "
+                              "evaluate it with the config.json it was trained with)")
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 

@@ -740,6 +740,17 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"{PROG}: error: {text}{where}", file=sys.stderr)
         return 1
+    except ValueError as e:
+        # A checkpoint is restored only once the run starts: one that does not fit its config
+        # is bad input like those found before (nothing has been written yet).
+        from purejaxppo.app.checkpoint import CheckpointError
+
+        if not isinstance(e, CheckpointError):
+            raise
+        print(f"{PROG}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        if distributed.several(_LAYOUT):
+            distributed.leave(EXIT_USAGE)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

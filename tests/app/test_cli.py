@@ -465,6 +465,9 @@ MORE_BAD_INPUTS = {
                                 "copies are for one seed"),
     "eval missing checkpoint": (["eval", "A", "--checkpoint", "3"],
                                 "no checkpoint at update 3; it has 4, 8"),
+    "resume a checkpoint of another config": (
+        ["--resume", "M"], "needs float32[2, 32]: it was written for another config (resume or "
+                           "evaluate it with the config.json it was trained with)"),
 }
 """The same checks, through ``cli.main`` in this process (a subprocess costs ~3 s of imports):
 the same code path up to the exit code, so the subprocesses above keep one case per depth of
@@ -485,6 +488,12 @@ def bad_setup(run_a, run_c_started, work) -> Path:
     shutil.copytree(work / "A", work / "K")
     ckpt = work / "K" / "checkpoints" / "ckpt-00000008.msgpack"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated, as by a full disk
+    # Run A halfway, its config edited after the fact: the checkpoint no longer fits it, which
+    # only restoring it finds.
+    shutil.copytree(work / "A", work / "M")
+    (work / "M" / "checkpoints" / "latest").write_text("ckpt-00000004.msgpack")
+    settings = json.loads((work / "M" / "config.json").read_text())
+    (work / "M" / "config.json").write_text(json.dumps({**settings, "hidden_sizes": [32, 32]}))
     return work
 
 
