@@ -79,7 +79,8 @@ def policy(config: PPOConfig, networks: Networks | None = None) -> Callable[...,
     never chosen. Without it every action is allowed.
 
     Raises:
-        ValueError: (from ``act``) an observation whose trailing shape is not the environment's.
+        ValueError: (from ``act``) an observation whose trailing shape is not the environment's;
+            a ``normalize_obs`` config without ``obs_stats``; a sampled action without ``key``.
     """
     agent = make_agent(config, networks)
     act_flat = make_act(agent)

@@ -211,8 +211,9 @@ class Networks(NamedTuple):
     obs)`` returns ``V(obs)`` without the last axis. ``obs`` is ``[..., obs_size]``: the flat float32
     observation of :mod:`purejaxppo.envs` (a module that wants the raw shape, like a CNN,
     reshapes it with ``env.obs_shape``). Every caller (rollout, objectives, TRPO, acting) goes
-    through :func:`policy_and_value`, :func:`policy` and :func:`value`, the one place a recurrent
-    network's carry will be threaded.
+    through this module's functions: :func:`policy_and_value`, :func:`policy` and :func:`value`
+    for feed-forward networks, and the ``*_step`` (one time step) and ``*_sequence`` (a rollout's
+    steps) forms, which thread a recurrent network's carry.
     """
 
     actor: nn.Module

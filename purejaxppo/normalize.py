@@ -15,7 +15,8 @@ EPS = 1e-8
 PRIOR_COUNT = 1e-4
 """Weight of the initial statistics (mean 0, var 1): tiny, so the first batch dominates."""
 MAX_COUNT = 2**31 - 1
-"""The sample count saturates here (the weight of a new batch is then below 1e-9 anyway)."""
+"""The sample count saturates here (a new batch of ``n`` samples then weighs
+``n / (MAX_COUNT + n)``, ~2e-9 for the default 4 environments)."""
 
 
 class RunningStats(NamedTuple):

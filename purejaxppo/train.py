@@ -48,7 +48,8 @@ class TrainState(NamedTuple):
     """``{"actor": ..., "critic": ...}`` flax parameters."""
     opt_state: Any
     """The update rule's state: :class:`purejaxppo.update.PPOState` (Adam, KL coefficient) for
-    PPO, the critic's Adam state for TRPO."""
+    PPO, Adam's state over every parameter for TRPO (only the critic's moments move: the actor
+    takes the trust-region step)."""
     env_carry: rollout_lib.EnvCarry
     """Env states, last observations, episode trackers and normalisation statistics."""
     last_return: Array

@@ -192,8 +192,9 @@ def critic_objective(nets: Networks, config: PPOConfig, hp: Hyperparams) -> Obje
 
 TRPO_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "approx_kl_k1",
                 "trpo_kl", "trpo_line_search_steps", "trpo_improvement")
-"""Metrics a TRPO update reports: the surrogate, value loss, entropy and KL estimates of the
-policy after the step, and what the trust-region step did."""
+"""Metrics a TRPO update reports: the surrogate, entropy and KL estimates of the policy after
+the step, the value loss averaged over the critic's minibatch steps, and what the trust-region
+step did."""
 
 
 def make_trpo_rule(nets: Networks, config: PPOConfig) -> UpdateRule:

@@ -109,7 +109,8 @@ def _add_dataclass_flags(group: argparse._ArgumentGroup, cls: type,
 
 def _help_preset(argv: list[str]) -> tuple[str, dict[str, Any]]:
     """The preset whose values ``--help`` shows: ``--preset``'s, else ``--env``'s, else the
-    default environment's; ``(name, its settings)`` (empty when there is none)."""
+    default environment's; ``(name, its settings)``; without a preset ``("", {})``, or
+    ``("", {"env": ...})`` when ``--env`` names one."""
     from purejaxppo.app.presets import DEFAULT_ENV, presets
 
     def value(flag: str) -> str | None:
@@ -245,7 +246,7 @@ def eval_parser() -> argparse.ArgumentParser:
                              "(default: the env's time limit)")
     parser.add_argument("--gif", metavar="PATH",
                         help="also render one episode of the first evaluated seed's policy to "
-                             "PATH (a .gif file) with gymnax's Visualizer")
+                             "PATH (a .gif file), drawn by the environment's own renderer")
     parser.add_argument("--checkpoint", type=int, metavar="N",
                         help="evaluate the checkpoint taken after N updates (default: the latest)")
     parser.add_argument("--seed-index", type=int, metavar="I",

@@ -266,7 +266,8 @@ def check_eval_memory(config: PPOConfig, num_envs: int) -> None:
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training: the work done so far was saved as a checkpoint."""
+    """Ctrl-C during training (one process): ``saved`` says whether a checkpoint holds the work
+    done so far (a run without a directory saves nothing)."""
 
     def __init__(self, done: int, saved: bool) -> None:
         super().__init__(f"interrupted after {done} updates")
@@ -284,8 +285,9 @@ def train(config: PPOConfig, options: RunOptions, begin: Start | None = None,
     grows while the program runs), and a checkpoint is written every
     ``options.checkpoint_every`` updates and at the end. The state only moves on once a chunk has
     finished, so Ctrl-C (``KeyboardInterrupt``) between or during chunks saves the last finished
-    chunk's state as a checkpoint and raises :class:`Interrupted`. Chunks back to back equal one
-    scan bit for bit.
+    chunk's state as a checkpoint (with a ``run_dir``) and raises :class:`Interrupted`; with
+    several processes it re-raises ``KeyboardInterrupt`` (the others cannot join a save from
+    there). Chunks back to back equal one scan bit for bit.
 
     Args:
         config: the PPO settings.

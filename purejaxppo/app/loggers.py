@@ -78,8 +78,8 @@ class TensorBoardLogger:
 
 
 def wandb_mode() -> str:
-    """``"offline"`` unless the user configured W&B (``WANDB_MODE``, ``WANDB_API_KEY`` or a
-    login in ``~/.netrc``), in which case W&B decides."""
+    """``WANDB_MODE`` when set; else ``"online"`` when the user logged in to W&B
+    (``WANDB_API_KEY`` or ``api.wandb.ai`` in ``~/.netrc``); else ``"offline"``."""
     if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
         return os.environ.get("WANDB_MODE", "online")
     netrc = Path.home() / ".netrc"

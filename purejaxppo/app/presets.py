@@ -43,8 +43,8 @@ class RunOptions:
     num_seeds: int = 1
     """Independent seeds trained at once (one vmapped program, split over the devices)."""
     checkpoint_every: int = 0
-    """Save a checkpoint every N updates (training runs in jitted chunks of N); 0: only at the end
-    (and when interrupted)."""
+    """Save a checkpoint every N updates (training runs in jitted chunks of about a second, cut
+    so that none runs past a multiple of N); 0: only at the end (and when interrupted)."""
     keep_checkpoints: int = 3
     """Keep only the newest N checkpoints of the run (older ones are deleted); 0 keeps all."""
     tensorboard: bool = False

@@ -39,13 +39,15 @@ def register(name: str, factory: Callable[[], Any], *, max_episode_steps: int | 
     Args:
         name: the id; it must not be a gymnax id (those are taken).
         factory: no arguments; returns a gymnax-API environment or an :class:`Adapter`.
-        max_episode_steps: a time limit for an adapter that has none of its own (truncation,
-            not termination). A gymnax-API environment takes its params' ``max_steps_in_episode``.
+        max_episode_steps: the time limit of an adapter (truncation, not termination), in place
+            of its own ``max_episode_steps`` when given. A gymnax-API environment takes its
+            params' ``max_steps_in_episode``.
 
     Re-registering a name replaces it (convenient in notebooks).
 
     Raises:
-        ValueError: an empty name, a name gymnax uses, or a non-positive time limit.
+        ValueError: an empty name, a name gymnax uses, a factory that is not callable, or a
+            non-positive time limit.
     """
     if not isinstance(name, str) or not name or name.startswith(GYMNAX_PREFIX):
         raise ValueError(f"environment name {name!r} is invalid: give a non-empty id that does "
