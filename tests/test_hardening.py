@@ -36,7 +36,10 @@ def run_script(**env_vars: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_bit_identical_across_processes_and_x64_runs(tmp_path):
+def test_bit_identical_across_processes_and_float32_under_x64(tmp_path):
+    """Two processes give the same bits; with ``jax_enable_x64`` training stays float32 and
+    finite. (Not the same bits under x64: gymnax's environments then draw and step in float64,
+    so the episodes themselves differ.)"""
     # The second process reads the first one's compiled programs from the compilation cache:
     # the same executables, so any difference comes from the run itself (its keys, its state).
     cache = str(tmp_path / "xla-cache")

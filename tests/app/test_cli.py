@@ -51,7 +51,6 @@ from purejaxppo.networks import init_networks
 from purejaxppo.normalize import init_stats
 from purejaxppo.train import make_agent, metric_names
 
-HAS_PYGAME = importlib.util.find_spec("pygame") is not None
 UPDATES, SEEDS = 8, (5, 6)
 RUN_A = [*TINY_FLAGS, "--num-seeds", "2", "--seed", "5"]
 """The settings of run A (and of the runs compared with it)."""
@@ -210,8 +209,6 @@ def test_policy_of_a_box_env_clips_and_needs_obs_stats():
         act(params, obs, jax.random.key(1))
 
 
-@pytest.mark.skipif(not HAS_PYGAME, reason="pygame (the render extra; the envs extra has it "
-                                           "too) is not installed")
 def test_gif_of_a_classic_control_episode(tmp_path):
     """One gymnasium renderer draws every step of a CartPole-v1 episode."""
     from PIL import Image

@@ -13,11 +13,12 @@ import jax
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, cli_environment, run_cli
+from conftest import require_suite
 
 import purejaxppo
 from purejaxppo import envs
 
-pytest.importorskip("jumanji", reason="the jumanji extra is not installed")
+require_suite("jumanji", "jumanji")
 
 ENV = "jumanji:Game2048-v1"
 FLAGS = ["--env", ENV, "--total-timesteps", "128", "--num-envs", "2", "--num-steps", "16",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import pytest
+from conftest import require_suite
 from suite_checks import (
     at_protocol_limit,
     check_reset_and_step,
@@ -15,10 +16,9 @@ from purejaxppo import PPOConfig, envs, make_train
 from purejaxppo.envs import brax as brax_adapter
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("brax", reason="the brax extra is not installed")
-
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("brax", "brax")
 
 
 def test_brax_inverted_pendulum_steps_truncates_with_its_final_obs_and_trains():

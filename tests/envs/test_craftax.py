@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import pytest
+from conftest import require_suite
 from suite_checks import check_reset_and_step, check_trains_and_evaluates, check_truncation_keeps_final_obs
 
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("craftax", reason="the craftax extra is not installed")
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("craftax", "craftax")
 
 
 def test_craftax_classic_truncates_at_max_timesteps_and_dying_terminates():

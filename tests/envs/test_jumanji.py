@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require_suite
 from suite_checks import (
     at_protocol_limit,
     check_reset_and_step,
@@ -17,10 +18,9 @@ from purejaxppo import PPOConfig, envs, rollout
 from purejaxppo import networks as netlib
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("jumanji", reason="the jumanji extra is not installed")
-
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("jumanji", "jumanji")
 
 
 def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
+from conftest import require_suite
 from suite_checks import (
     SMALL,
     check_reset_and_step,
@@ -16,9 +16,9 @@ from suite_checks import (
 from purejaxppo import PPOConfig, sweep
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("navix", reason="the navix extra is not installed")
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("navix", "navix")
 
 
 def test_navix_empty_truncates_at_max_steps_with_its_final_obs_and_trains():

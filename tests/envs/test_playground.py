@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import pytest
+from conftest import require_suite
 from suite_checks import (
     at_protocol_limit,
     check_reset_and_step,
@@ -14,10 +15,9 @@ from suite_checks import (
 from purejaxppo import envs
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("mujoco_playground", reason="the mujoco_playground extra is not installed")
-
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("mujoco_playground", "playground")
 
 
 def test_cartpole_balance_truncates_at_its_episode_length_with_the_final_obs_and_trains():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import pytest
+from conftest import require_suite
 from suite_checks import check_reset_and_step, check_trains_and_evaluates, check_truncation_keeps_final_obs
 
 from purejaxppo.envs import spaces
 
-# An optional extra: without it (`pip install -e ".[test]"`) these tests are skipped with this
-# reason; `pip install -e ".[test,envs]"` runs them.
-pytest.importorskip("xminigrid", reason="the xminigrid extra is not installed")
+# An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
+# reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
+require_suite("xminigrid", "xminigrid")
 
 
 def test_xminigrid_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
