@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu")
 EVAL_MODES = ("deterministic", "sampled", "both")
 UPDATE_RULES = ("ppo", "trpo")
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: hyperparameters are float32 arrays in the program."""
 
 
 class Hyperparams(NamedTuple):
@@ -186,10 +188,20 @@ def _layer_widths(value: Any) -> tuple[int, ...]:
     out = []
     for w in widths:
         w = w.item() if hasattr(w, "item") else w
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or int(w) != w:
+        if (isinstance(w, bool) or not isinstance(w, (int, float))
+                or (isinstance(w, float) and not math.isfinite(w)) or int(w) != w):
             _fail("hidden_sizes", value, allowed)
         out.append(int(w))
     return tuple(out)
+
+
+def _finite_float(value: int | float) -> bool:
+    """Whether ``value`` is a finite number that a float32 hyperparameter can hold the sign and
+    size of (an int too large for a float is not)."""
+    try:
+        return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+    except OverflowError:
+        return False
 
 
 def _validate(c: PPOConfig) -> None:
@@ -199,8 +211,8 @@ def _validate(c: PPOConfig) -> None:
             _fail(f.name, value, "must be an integer")
         if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             _fail(f.name, value, "must be a number")
-        if f.type == "float" and not math.isfinite(value):
-            _fail(f.name, value, "must be finite")
+        if f.type == "float" and not _finite_float(value):
+            _fail(f.name, value, "must be a finite number")
         if f.type == "bool" and not isinstance(value, bool):
             _fail(f.name, value, "must be true or false")
     if not isinstance(c.env, str) or not c.env:
@@ -241,9 +253,9 @@ def _validate(c: PPOConfig) -> None:
             _fail(name, getattr(c, name), "must be >= 0")
     from purejaxppo.losses import POLICY_LOSSES  # JAX, imported only to validate
 
-    if c.policy_loss not in POLICY_LOSSES:
+    if not isinstance(c.policy_loss, str) or c.policy_loss not in POLICY_LOSSES:
         _fail("policy_loss", c.policy_loss, f"must be one of {', '.join(POLICY_LOSSES)}")
-    if c.update_rule not in UPDATE_RULES:
+    if not isinstance(c.update_rule, str) or c.update_rule not in UPDATE_RULES:
         _fail("update_rule", c.update_rule, f"must be one of {', '.join(UPDATE_RULES)}")
     if c.max_kl <= 0:
         _fail("max_kl", c.max_kl, "must be > 0")
@@ -260,7 +272,7 @@ def _validate(c: PPOConfig) -> None:
         _fail("eval_every", c.eval_every, "must be >= 0 (0: no evaluation)")
     if c.eval_episodes < 1:
         _fail("eval_episodes", c.eval_episodes, "must be a positive integer")
-    if c.eval_mode not in EVAL_MODES:
+    if not isinstance(c.eval_mode, str) or c.eval_mode not in EVAL_MODES:
         _fail("eval_mode", c.eval_mode, f"must be one of {', '.join(EVAL_MODES)}")
-    if c.activation not in ACTIVATIONS:
+    if not isinstance(c.activation, str) or c.activation not in ACTIVATIONS:
         _fail("activation", c.activation, f"must be one of {', '.join(ACTIVATIONS)}")

@@ -97,6 +97,17 @@ def check_space(config: PPOConfig, space: Mapping[str, Any]) -> Space:
     return checked
 
 
+def _is_float(v: Any) -> bool:
+    """A number (not a bool) that a float holds: an int too large for one is not."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
+
+
 def _check_dist(config: PPOConfig, name: str, spec: Any) -> Dist:
     forms = '("log_uniform", lo, hi), ("uniform", lo, hi) or ("choice", [values])'
     if isinstance(spec, (str, bytes)) or not isinstance(spec, Sequence) or not spec:
@@ -111,16 +122,17 @@ def _check_dist(config: PPOConfig, name: str, spec: Any) -> Dist:
                              "with at least one value")
         choices = tuple(v.item() if isinstance(v, np.generic) else v for v in spec[1])
         for v in choices:
-            if name != "policy_loss" and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ValueError(f"space[{name!r}] choice {v!r} must be a number")
+            if name == "policy_loss" and not isinstance(v, str):
+                raise ValueError(f"space['policy_loss'] choice {v!r} must be a policy loss name")
+            if name != "policy_loss" and not _is_float(v):
+                raise ValueError(f"space[{name!r}] choice {v!r} must be a finite number")
             config.replace(**{name: float(v) if name != "policy_loss" else v})
         if name != "policy_loss":
             choices = tuple(float(v) for v in choices)
         return Dist(kind="choice", choices=choices)
     if name == "policy_loss":
         raise ValueError(f"space['policy_loss'] must be ('choice', [names]), got {kind!r}")
-    if len(spec) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                             for v in spec[1:]):
+    if len(spec) != 3 or not all(_is_float(v) for v in spec[1:]):
         raise ValueError(f"space[{name!r}] = {spec!r} is invalid: give ({kind!r}, lo, hi) with "
                          "two numbers")
     low, high = float(spec[1]), float(spec[2])

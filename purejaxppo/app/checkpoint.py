@@ -18,6 +18,7 @@ Both the checkpoint and the ``latest`` pointer are written atomically (temp file
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,9 @@ def from_bytes(template: Any, data: bytes, name: str = "checkpoint"
         raise CheckpointError(f"{name} was written by another purejaxppo version (format "
                               f"{raw['format']}, this version reads {FORMAT}); train again with "
                               "this version, or evaluate it with the version that wrote it")
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+    if (not isinstance(raw, dict) or raw.get("format") != FORMAT
+            or not isinstance(raw.get("state"), dict) or not isinstance(raw.get("metrics"), dict)
+            or not isinstance(raw.get("update"), int)):
         raise CheckpointError(f"{name} is corrupt or not a purejaxppo checkpoint; point "
                               f"{CHECKPOINT_DIR}/{LATEST} at an earlier checkpoint or train again")
     state = unflatten_state(template, raw["state"])
@@ -145,9 +148,13 @@ def save(run_dir: str | Path, state: Any, metrics: Mapping[str, Any], update: in
 
 
 def all_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The checkpoint files of ``run_dir``, oldest first (by the updates in their names)."""
+    """The checkpoint files of ``run_dir``, oldest first (by the updates in their names); files
+    not named as :func:`checkpoint_name` names them are not checkpoints."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    return sorted(folder.glob("ckpt-*.msgpack")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("ckpt-*.msgpack")
+                  if re.fullmatch(r"ckpt-\d{8}\.msgpack", p.name))
 
 
 def checkpoint_at(run_dir: str | Path, update: int) -> Path:
@@ -169,6 +176,10 @@ def latest(run_dir: str | Path) -> Path:
     except FileNotFoundError:
         raise CheckpointError(f"{str(run_dir)!r} has no checkpoint ({CHECKPOINT_DIR}/{LATEST} is "
                               "missing); give the directory of a run that saved one") from None
+    except (OSError, UnicodeDecodeError) as e:  # a directory, unreadable, not text
+        why = getattr(e, "strerror", None) or "not a file name"
+        raise CheckpointError(f"cannot read {folder / LATEST} ({why}); write the name of an "
+                              "existing checkpoint file into it") from None
     path = folder / name
     if not name or "/" in name or not path.is_file():
         raise CheckpointError(f"{folder / LATEST} points at {name!r}, which does not exist; "

@@ -434,6 +434,16 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     def execute() -> int:
         try:
             return _train()
+        except Exception:
+            # A failure while training (an environment's error, a full disk): a new run keeps
+            # what it checkpointed (resumable) and otherwise leaves nothing; a resumed run is
+            # left as it was.
+            if held is not None and ns.resume is None:
+                if checkpoint.all_checkpoints(held.work):
+                    rundir.commit(held)
+                else:
+                    rundir.abandon(held)
+            raise
         finally:
             if held is not None:
                 rundir.release(held)
@@ -567,14 +577,15 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
         if held is None:  # another process than 0: take part in the program, write nothing
             app_search.run(config, options, settings)
             return 0
+        code = 1
         try:
             code = _search(held.work)
+            return code
+        finally:  # a search that fails (or is interrupted) leaves no directory behind
             if code == 0:
                 rundir.commit(held)
             else:
                 rundir.abandon(held)
-            return code
-        finally:
             rundir.release(held)
 
     def _search(run_dir: Path) -> int:
@@ -604,9 +615,9 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
     ns = eval_parser().parse_args(argv)
     for name in ("episodes", "max_steps", "checkpoint"):
         value = getattr(ns, name)
-        if value is not None and value < 1:
+        if value is not None and not 1 <= value <= 2**31 - 1:
             raise UsageError(f"--{name.replace('_', '-')} {value} is invalid: must be a positive "
-                             "integer")
+                             "integer of at most 2,147,483,647 (int32 on device)")
     if ns.seed < 0 or ns.seed > 2**32 - 1:
         raise UsageError(f"--seed {ns.seed} is invalid: must be in 0 .. 4294967295")
     if ns.gif is not None and Path(ns.gif).suffix.lower() != ".gif":
@@ -723,12 +734,21 @@ def main(argv: list[str] | None = None) -> int:
             execute = command(args)
         # ValueError covers PPOConfig's and envs.make's checks (one line each) and the
         # subclasses SettingsError, CheckpointError, RunDirError and distributed.SetupError.
-        except (UsageError, ValueError) as e:
-            lines = str(e).strip().splitlines() or [type(e).__name__]
+        except (UsageError, ValueError, OSError) as e:
+            if isinstance(e, OSError):  # a path given by the user (too long, unreadable, ...)
+                where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+                lines = [f"{e.strerror or e}{where}; check the paths given"]
+            else:
+                lines = str(e).strip().splitlines() or [type(e).__name__]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
             if distributed.several(_LAYOUT) and _jax_started():
                 distributed.leave(EXIT_USAGE)  # the others may never reach JAX's exit barrier
             return EXIT_USAGE
+        except Exception as e:  # e.g. the code of an environment given by --imports
+            print(f"{PROG}: error: {_failure(e)}", file=sys.stderr)
+            if distributed.several(_LAYOUT) and _jax_started():
+                distributed.leave(1)
+            return 1
     if distributed.several(_LAYOUT):
         distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything
     if distributed.is_writer():
@@ -741,17 +761,39 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         print(f"{PROG}: error: {text}{where}", file=sys.stderr)
         return 1
-    except ValueError as e:
-        # A checkpoint is restored only once the run starts: one that does not fit its config
-        # is bad input like those found before (nothing has been written yet).
+    except Exception as e:
         from purejaxppo.app.checkpoint import CheckpointError
 
-        if not isinstance(e, CheckpointError):
-            raise
-        print(f"{PROG}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        if isinstance(e, CheckpointError):
+            # A checkpoint is restored only once the run starts: one that does not fit its
+            # config is bad input like those found before (nothing has been written yet).
+            print(f"{PROG}: error: {_first_line(e)}", file=sys.stderr)
+            code = EXIT_USAGE
+        else:
+            print(f"{PROG}: error: {_failure(e)}", file=sys.stderr)
+            code = 1
         if distributed.several(_LAYOUT):
-            distributed.leave(EXIT_USAGE)
-        return EXIT_USAGE
+            distributed.leave(code)
+        return code
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _failure(e: BaseException) -> str:
+    """One line for an error raised while running: what, and the innermost place it came from
+    (most often the code of an environment or network given by --imports); set
+    PUREJAXPPO_TRACEBACK=1 for the whole traceback."""
+    import traceback
+
+    if os.environ.get("PUREJAXPPO_TRACEBACK"):
+        traceback.print_exception(e)
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return (f"{type(e).__name__}: {_first_line(e)}{where}; PUREJAXPPO_TRACEBACK=1 shows the "
+            "whole traceback")
 
 
 if __name__ == "__main__":

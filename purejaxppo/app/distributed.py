@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 EXIT_FAULT = 1
 MARGIN_S = 60
@@ -90,13 +90,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                             "(default: 60)")
 
 
+class _FlagParser(argparse.ArgumentParser):
+    """Reads the process flags; a bad value is a :class:`SetupError` (one line), not argparse's
+    usage block and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SetupError(message)
+
+
 def parse(argv: list[str]) -> Layout:
     """The process flags among a command's arguments (the others are left to the command).
 
     Raises:
         SetupError: a value is invalid, or flags of several processes are incomplete.
     """
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _FlagParser(add_help=False, allow_abbrev=False)
     add_flags(parser)
     ns, _ = parser.parse_known_args(argv)
     layout = Layout(coordinator=ns.coordinator, num_processes=ns.num_processes,
@@ -108,7 +116,7 @@ def parse(argv: list[str]) -> Layout:
             raise SetupError(f"--{name.replace('_', '-')} {value} is invalid: must be >= 1")
     if layout.coordinator is not None:
         host, _, port = layout.coordinator.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise SetupError(f"--coordinator {layout.coordinator!r} is not HOST:PORT (e.g. "
                              "127.0.0.1:12345)")
     given = [n for n in ("coordinator", "num_processes", "process_id")

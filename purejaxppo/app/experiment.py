@@ -251,8 +251,9 @@ def check_memory(config: PPOConfig, num_seeds: int) -> None:
     (:func:`purejaxppo.train.memory_estimate`)."""
     _check_fits(memory_estimate(config, num_seeds),
                 f"training {num_seeds} seed{'s' if num_seeds > 1 else ''} of {config.num_envs} "
-                f"envs x {config.num_steps} steps",
-                "lower --num-seeds, --num-envs or --num-steps")
+                f"envs x {config.num_steps} steps with hidden sizes "
+                f"{list(config.hidden_sizes)}",
+                "lower --num-seeds, --num-envs, --num-steps or --hidden-sizes")
 
 
 def check_eval_memory(config: PPOConfig, num_envs: int) -> None:

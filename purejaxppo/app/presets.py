@@ -61,10 +61,7 @@ class RunOptions:
     (purejaxppo.envs.register); the current directory is searched too."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.imports, str) or not all(isinstance(m, str) and m
-                                                     for m in self.imports):
-            raise SettingsError(f"imports={self.imports!r} is invalid: must be a list of module "
-                                "names")
+        check_imports(self.imports)
         object.__setattr__(self, "imports", tuple(self.imports))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -125,6 +122,9 @@ def _suggest(name: str, options: list[str] | tuple[str, ...]) -> str:
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; a :class:`SettingsError` with close names if there is none."""
     table = presets()
+    if not isinstance(name, str):
+        raise SettingsError(f"preset={name!r} is invalid: must be a preset name such as "
+                            f"{DEFAULT_ENV!r}")
     if name not in table:
         raise SettingsError(f"unknown preset {name!r}{_suggest(name, list(table))}; choose one "
                             f"of: {', '.join(table)}")
@@ -168,8 +168,8 @@ def read_mapping_file(path: str | Path, what: str = "config file", flag: str = "
                                 f"{e.lineno}); fix the file (.yaml/.yml files are read as YAML)"
                                 ) from None
     if data is None:
-        raise SettingsError(f"config file {str(path)!r} is empty; write settings as a mapping "
-                            "such as 'lr: 0.0003'")
+        raise SettingsError(f"{what} {str(path)!r} is empty; write a mapping of names to "
+                            "values in it, such as 'lr: 0.0003'")
     if not isinstance(data, dict):
         raise SettingsError(f"{what} {str(path)!r} must hold a mapping of names to values, "
                             f"not a {type(data).__name__}")
@@ -231,20 +231,33 @@ def _config(settings: dict[str, Any]) -> PPOConfig:
         raise SettingsError(f"invalid settings: {e}") from None
 
 
+def check_imports(names: Any) -> None:
+    """A :class:`SettingsError` unless ``names`` is a list (or tuple) of module names."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(m, str) and m for m in names):
+        raise SettingsError(f"imports={names!r} is invalid: must be a list of module names, "
+                            "such as [\"my_envs\"]")
+
+
 def import_modules(names: tuple[str, ...] | list[str]) -> None:
     """Imports the modules of ``RunOptions.imports`` (the current directory is searched too).
 
     Raises:
-        SettingsError: a module that cannot be imported, with the reason.
+        SettingsError: ``names`` is not a list of names, or a module cannot be imported (or
+            exits while imported), with the reason.
     """
     import importlib
     import sys
 
+    check_imports(names)
     if names and "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     for name in names:
         try:
             importlib.import_module(name)
+        except SystemExit as e:  # sys.exit() while imported: nothing would run
+            raise SettingsError(f"module {name!r} (given by --imports) called sys.exit({e.code!r}) "
+                                "while imported; a module to import must only define and "
+                                "register") from None
         except Exception as e:  # any failure of user code is reported as one line
             raise SettingsError(f"cannot import module {name!r} (given by --imports): "
                                 f"{type(e).__name__}: {e}; check the name and that it is on the "

@@ -57,7 +57,11 @@ def _take_lock(lock: Path, final: Path) -> None:
             if pid and pid != os.getpid() and _alive(pid):
                 raise RunDirError(f"another purejaxppo run (pid {pid}) is writing {str(final)!r}; "
                                   "wait for it to finish or choose another --out") from None
-            lock.unlink(missing_ok=True)  # a stale lock of a process that is gone
+            try:
+                lock.unlink(missing_ok=True)  # a stale lock of a process that is gone
+            except IsADirectoryError:
+                raise RunDirError(f"{lock} is a directory, where purejaxppo keeps the lock of "
+                                  f"{str(final)!r}; remove it") from None
             continue
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()}\n")

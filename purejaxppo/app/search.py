@@ -44,8 +44,27 @@ class SearchSettings(NamedTuple):
 
 
 def read_space(path: str | Path) -> dict[str, Any]:
-    """The search space in a JSON or YAML file: ``{field: [kind, ...]}``."""
-    return read_mapping_file(path, what="space file", flag="--space")
+    """The search space in a JSON or YAML file: ``{field: [kind, ...]}``; numbers written as
+    YAML 1.1 reads ``1e-5`` (a string) are taken as numbers."""
+    space = read_mapping_file(path, what="space file", flag="--space")
+    return {name: _numbers(spec) for name, spec in space.items()}
+
+
+def _numbers(spec: Any) -> Any:
+    """``spec`` with each numeric string after its kind (``"1e-5"``, also inside a choice's
+    list) as a float; anything else as it is, for :func:`purejaxppo.search.check_space`."""
+    def number(v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return v
+        return v
+
+    if not isinstance(spec, list) or not spec:
+        return spec
+    return [spec[0], *(([number(x) for x in v] if isinstance(v, list) else number(v))
+                       for v in spec[1:])]
 
 
 def default_ready_every(config: PPOConfig) -> int:

@@ -462,6 +462,31 @@ MORE_BAD_INPUTS = {
                                 "copies are for one seed"),
     "eval missing checkpoint": (["eval", "A", "--checkpoint", "3"],
                                 "no checkpoint at update 3; it has 4, 8"),
+    "settings file with an infinite width": (["--config", "inf.json", "--out", "bad"],
+                                             "PPOConfig.hidden_sizes=[inf] is invalid"),
+    "settings file with a 400-digit lr": (["--config", "hugelr.json", "--out", "bad"],
+                                          "must be a finite number"),
+    "settings file with null imports": (["--config", "impnull.json", "--out", "bad"],
+                                        "imports=None is invalid: must be a list of module names"),
+    "settings file with a number for preset": (["--config", "presetnum.json", "--out", "bad"],
+                                               "preset=5 is invalid: must be a preset name"),
+    "settings file with a list for policy_loss": (["--config", "losslist.json", "--out", "bad"],
+                                                  "policy_loss=['ppo_clip'] is invalid"),
+    "eval a run whose latest is a directory": (["eval", "L"], "cannot read"),
+    "resume a run whose lock is a directory": (["--resume", "H"],
+                                               "is a directory, where purejaxppo keeps the lock"),
+    "process flag not a number": (["--local-devices", "abc", "--out", "bad"],
+                                  "argument --local-devices: invalid int value: 'abc'"),
+    "coordinator port of other digits": (["--coordinator", "h:\u00b2", "--num-processes", "2",
+                                          "--process-id", "0", "--out", "bad"],
+                                         "is not HOST:PORT"),
+    "out name too long": (["--out", "a" * 300], "File name too long"),
+    "eval max steps past int32": (["eval", "A", "--max-steps", "10000000000"],
+                                  "at most 2,147,483,647"),
+    "imports a module that exits": (["--imports", "exitmod", "--out", "bad"],
+                                    "module 'exitmod' (given by --imports) called sys.exit(0)"),
+    "eval beside a stray checkpoint file": (["eval", "S", "--checkpoint", "3"],
+                                            "no checkpoint at update 3; it has 4, 8"),
     "resume a checkpoint of another config": (
         ["--resume", "M"], "needs float32[2, 32]: it was written for another config (resume or "
                            "evaluate it with the config.json it was trained with)"),
@@ -491,6 +516,21 @@ def bad_setup(run_a, run_c_started, work) -> Path:
     (work / "M" / "checkpoints" / "latest").write_text("ckpt-00000004.msgpack")
     settings = json.loads((work / "M" / "config.json").read_text())
     (work / "M" / "config.json").write_text(json.dumps({**settings, "hidden_sizes": [32, 32]}))
+    # Settings files of the wrong types, and run directories edited by hand.
+    (work / "inf.json").write_text('{"hidden_sizes": [1e999]}')
+    (work / "hugelr.json").write_text('{"lr": 1' + "0" * 400 + "}")
+    (work / "impnull.json").write_text('{"imports": null}')
+    (work / "presetnum.json").write_text('{"preset": 5}')
+    (work / "losslist.json").write_text('{"policy_loss": ["ppo_clip"]}')
+    (work / "exitmod.py").write_text("import sys\nsys.exit(0)\n")
+    shutil.copytree(work / "A", work / "L")
+    (work / "L" / "checkpoints" / "latest").unlink()
+    (work / "L" / "checkpoints" / "latest").mkdir()
+    shutil.copytree(work / "M", work / "H")
+    shutil.copy(work / "A" / "config.json", work / "H" / "config.json")
+    (work / ".H.lock").mkdir()
+    shutil.copytree(work / "A", work / "S")
+    (work / "S" / "checkpoints" / "ckpt-old.msgpack").write_bytes(b"a stray file")
     return work
 
 

@@ -192,6 +192,38 @@ def test_unknown_module_to_import_is_one_line_and_writes_nothing(corridor, cli_e
     assert listing(folder) == before and not (folder / "bad").exists()
 
 
+BROKEN_MODULE = """
+from gymnax.environments.classic_control.cartpole import CartPole
+
+from purejaxppo import envs
+
+
+class Broken(CartPole):
+    def step_env(self, key, state, action, params):
+        raise RuntimeError("Broken-v0's step is not written yet")
+
+
+envs.register("Broken-v0", Broken)
+"""
+
+
+def test_an_error_in_the_users_environment_is_one_line_and_leaves_no_directory(corridor,
+                                                                              cli_env):
+    """The error of an --imports module's code, in the real command: one line naming it and
+    where it was raised, exit 1, and no run directory (nothing was trained)."""
+    folder, _ = corridor
+    (folder / "broken_module.py").write_text(BROKEN_MODULE)
+    before = listing(folder)
+    proc = run_cli(["train", "--imports", "broken_module", "--env", "Broken-v0", *TINY_FLAGS,
+                    "--out", "broken"], folder, cli_env)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("purejaxppo: error: RuntimeError: "
+                                                   "Broken-v0's step is not written yet"), lines
+    assert "broken_module.py:9)" in lines[0] and "Traceback" not in proc.stderr
+    assert listing(folder) == before and not (folder / "broken").exists()
+
+
 def test_without_imports_the_env_is_unknown(corridor, capsys, monkeypatch):
     """In this process, where corridor_module was never imported."""
     folder, _ = corridor

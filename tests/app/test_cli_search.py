@@ -9,6 +9,7 @@ import pytest
 from cli_helpers import Background, assert_one_line_error, cli_environment, listing, read_csv, run_cli
 from conftest import TINY_FLAGS
 
+from purejaxppo import PPOConfig
 from purejaxppo.app import cli
 from purejaxppo.metrics import final_return
 
@@ -128,6 +129,9 @@ def test_random_search_ranks_samples_and_writes_a_best_config(searches, cli_env)
     (["--method", "grid", "--space", "space.json"], "invalid choice: 'grid'"),
     (["--method", "pbt", "--space", "space.json", "--update-rule", "trpo"], "policy_loss"),
     (["--method", "pbt", "--space", "list.yaml"], "must hold a mapping"),
+    (["--method", "random", "--space", "huge.json"], "choice 1000"),
+    (["--method", "random", "--space", "losslist.json"],
+     "space['policy_loss'] choice ['ppo_clip'] must be a policy loss name"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, args,
                                                          expected):
@@ -135,12 +139,30 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, monke
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
     (tmp_path / "bad.json").write_text(json.dumps({"num_envs": ["choice", [4, 8]]}))
     (tmp_path / "list.yaml").write_text("- lr\n")
+    (tmp_path / "huge.json").write_text('{"lr": ["choice", [1' + "0" * 400 + ']]}')
+    (tmp_path / "losslist.json").write_text('{"policy_loss": ["choice", [["ppo_clip"]]]}')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")  # leave this process's jax config alone
     code = cli.main(["search", *args, *TINY_FLAGS, "--out", "OUT"])
     captured = capsys.readouterr()
     assert_one_line_error(code, captured.out, captured.err, expected)
-    assert listing(tmp_path) == ["bad.json", "list.yaml", "space.json"]
+    assert listing(tmp_path) == ["bad.json", "huge.json", "list.yaml", "losslist.json",
+                                 "space.json"]
+
+
+def test_a_yaml_space_reads_exponents_as_numbers(tmp_path):
+    """YAML 1.1 reads ``1e-5`` as a string; the space file takes it as the number it is."""
+    from purejaxppo.app.search import read_space
+    from purejaxppo.search import check_space
+
+    (tmp_path / "space.yaml").write_text("lr: [log_uniform, 1e-5, 1e-2]\n"
+                                         "ent_coef: [choice, [0, 1e-3]]\n"
+                                         "policy_loss: [choice, [ppo_clip, kl_penalty]]\n")
+    space = read_space(tmp_path / "space.yaml")
+    assert space == {"lr": ["log_uniform", 1e-5, 1e-2], "ent_coef": ["choice", [0, 1e-3]],
+                     "policy_loss": ["choice", ["ppo_clip", "kl_penalty"]]}
+    checked = check_space(PPOConfig(), space)
+    assert (checked["lr"].low, checked["lr"].high) == (1e-5, 1e-2)
 
 
 def test_missing_space_file_in_a_real_subprocess(tmp_path, cli_env):
