@@ -357,8 +357,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     Per seed: the train state (``jax.eval_shape`` of ``init``: parameters, optimiser state,
     environment states) twice (a scan's carry in and out), the rollout's transitions
     (observation and final observation, action, five scalars per step), its pre-drawn noise and
-    resets, the shuffled copy of the batch, and the per-update metrics; times 2 for XLA's
-    temporaries. An estimate to refuse impossible runs early, not an exact figure.
+    resets, the shuffled copy of the batch, the per-update metrics and (``eval_every``) the
+    evaluation episodes' environments; times 2 for XLA's temporaries. An estimate to refuse
+    impossible runs early, not an exact figure.
     """
     agent = make_agent(config, networks)
     env = agent.env
@@ -372,6 +373,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     per_update = 4 * (len(metric_names(config)) + 1)
     per_seed = (2 * state_bytes + steps * (2 * transition + 4 * env.action_size) + reset
                 + config.num_updates * per_update)
+    if config.eval_every:  # the evaluation episodes run side by side, one environment each
+        per_seed += config.eval_episodes * (env.state_nbytes()
+                                            + 4 * (3 * env.obs_size + env.action_size + 8))
     return 2 * num_seeds * per_seed
 
 

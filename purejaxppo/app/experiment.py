@@ -253,7 +253,8 @@ def check_memory(config: PPOConfig, num_seeds: int) -> None:
                 f"training {num_seeds} seed{'s' if num_seeds > 1 else ''} of {config.num_envs} "
                 f"envs x {config.num_steps} steps with hidden sizes "
                 f"{list(config.hidden_sizes)}",
-                "lower --num-seeds, --num-envs, --num-steps or --hidden-sizes")
+                "lower --num-seeds, --num-envs, --num-steps, --hidden-sizes"
+                + (" or --eval-episodes" if config.eval_every else ""))
 
 
 def check_eval_memory(config: PPOConfig, num_envs: int) -> None:

@@ -487,6 +487,9 @@ MORE_BAD_INPUTS = {
                                     "module 'exitmod' (given by --imports) called sys.exit(0)"),
     "eval beside a stray checkpoint file": (["eval", "S", "--checkpoint", "3"],
                                             "no checkpoint at update 3; it has 4, 8"),
+    "a billion evaluation episodes in training": (["--eval-every", "1", "--eval-episodes",
+                                                   "1000000000", "--out", "bad"],
+                                                  "or --eval-episodes"),
     "resume a checkpoint of another config": (
         ["--resume", "M"], "needs float32[2, 32]: it was written for another config (resume or "
                            "evaluate it with the config.json it was trained with)"),
