@@ -21,11 +21,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from purejaxppo import evaluation
 from purejaxppo import networks as netlib
 from purejaxppo import normalize as norm
 from purejaxppo.config import PPOConfig
+from purejaxppo.envs import Box
 from purejaxppo.networks import Networks
 from purejaxppo.train import Agent, make_agent
 
@@ -46,13 +48,59 @@ def make_act(agent: Agent) -> Callable[..., tuple[Any, Array]]:
         if config.normalize_obs and obs_stats is None:
             raise ValueError("this policy was trained with normalize_obs: pass "
                              "obs_stats=load(run_dir).obs_stats")
+        if not isinstance(deterministic, (bool, np.bool_)):
+            raise ValueError(f"deterministic={deterministic!r} is invalid: must be True or False "
+                             "(under jax.jit, mark it static: static_argnames='deterministic')")
         if not deterministic and key is None:
             raise ValueError("sampling an action needs a key; pass key= or deterministic=True")
+        if not deterministic and not _is_key(key):
+            raise ValueError(f"key must be a PRNG key such as jax.random.key(0), got "
+                             f"{jnp.result_type(key)}{list(jnp.shape(key))}")
+        _check_batch(agent, carry, x, obs_stats, action_mask)
         stats = obs_stats if config.normalize_obs else None
         return evaluation.act(agent.env, agent.nets, params, carry, x, key, deterministic, stats,
                               action_mask)
 
     return act_flat
+
+
+def _is_key(key: Any) -> bool:
+    """One typed PRNG key, or one legacy ``uint32[2]`` key."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        return False
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return jnp.ndim(key) == 0
+    return dtype == jnp.uint32 and jnp.shape(key) == (2,)
+
+
+def _check_batch(agent: Agent, carry: Any, x: Array, obs_stats: Any, mask: Array | None) -> None:
+    """ValueErrors for a hidden state, observation statistics or action mask that do not fit
+    the observations ``x [*batch, obs_size]`` (shapes only, so it holds under ``jit`` too; a
+    concrete mask is also checked to allow some action in every row)."""
+    batch = x.shape[:-1]
+    for leaf in jax.tree.leaves(carry):
+        if jnp.shape(leaf)[:-1] != batch:
+            raise ValueError(f"the hidden state is for a batch of {list(jnp.shape(leaf)[:-1])} "
+                             f"observations, not {list(batch)}: start it with "
+                             f"initial_carry(config, {tuple(batch)})")
+    if obs_stats is not None and agent.config.normalize_obs:
+        shape = jnp.shape(getattr(obs_stats, "mean", None))
+        if shape != (agent.env.obs_size,):
+            raise ValueError(f"obs_stats are for observations of shape {list(shape)}, not "
+                             f"[{agent.env.obs_size}]: pass one run's (one seed's) statistics, "
+                             "load(run_dir, seed=i).obs_stats")
+    if mask is None:
+        return
+    if isinstance(agent.env.action_space, Box):
+        raise ValueError("action_mask is for discrete actions; this environment's are continuous")
+    n = agent.env.action_size
+    if jnp.shape(mask) != (*batch, n):
+        raise ValueError(f"action_mask has shape {list(jnp.shape(mask))}; for these observations "
+                         f"it must be {[*batch, n]} (one flag per action)")
+    if not isinstance(mask, jax.core.Tracer) and not np.asarray(mask, bool).any(-1).all():
+        raise ValueError("action_mask allows no action in some row: at least one action must "
+                         "be valid")
 
 
 def initial_carry(config: PPOConfig, batch_shape: tuple[int, ...] = (),

@@ -21,6 +21,8 @@ EVAL_MODES = ("deterministic", "sampled", "both")
 UPDATE_RULES = ("ppo", "trpo")
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest float32: hyperparameters are float32 arrays in the program."""
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
+"""The smallest normal float32."""
 
 
 class Hyperparams(NamedTuple):
@@ -213,6 +215,10 @@ def _validate(c: PPOConfig) -> None:
             _fail(f.name, value, "must be a number")
         if f.type == "float" and not _finite_float(value):
             _fail(f.name, value, "must be a finite number")
+        if f.type == "float" and value != 0 and abs(value) < FLOAT32_MIN_NORMAL:
+            _fail(f.name, value, f"must be at least {FLOAT32_MIN_NORMAL:.3g} in magnitude, "
+                  "float32's smallest normal number (hyperparameters are float32 in the "
+                  "program, where it would round to 0)")
         if f.type == "bool" and not isinstance(value, bool):
             _fail(f.name, value, "must be true or false")
     if not isinstance(c.env, str) or not c.env:

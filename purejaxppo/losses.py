@@ -40,8 +40,17 @@ and gradients instead of ``inf``/``nan``. Such samples carry no gradient through
 log forms drop them too, so the gradient identities hold for every input."""
 
 
+def _same_shape(**arrays: Array) -> None:
+    """A ValueError naming the arguments unless they all have one shape (per-sample arrays that
+    broadcast against each other would give a wrong mean silently)."""
+    shapes = {name: tuple(jnp.shape(a)) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"{listed}: these must have the same shape (one entry per sample)")
+
+
 def _check(log_prob: Array, old_log_prob: Array, advantages: Array) -> None:
-    chex.assert_equal_shape([log_prob, old_log_prob, advantages])
+    _same_shape(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
     chex.assert_type([log_prob, old_log_prob, advantages], float)
 
 
@@ -57,6 +66,7 @@ def importance_ratio(log_prob: Array, old_log_prob: Array) -> Array:
     The ratio is formed from log-probabilities, never as ``pi / pi_old``, which would underflow
     for unlikely actions. Its gradient is ``r * grad log_prob``.
     """
+    _same_shape(log_prob=log_prob, old_log_prob=old_log_prob)
     return jnp.exp(_log_ratio(log_prob, old_log_prob)[0])
 
 
@@ -219,7 +229,7 @@ def get_policy_loss(name: str) -> PolicyLoss:
 
 def value_loss(values: Array, targets: Array) -> Array:
     """Squared-error value loss ``0.5 E[(V - V_target)^2]`` (targets are data: no gradient)."""
-    chex.assert_equal_shape([values, targets])
+    _same_shape(values=values, targets=targets)
     return 0.5 * jnp.mean(jnp.square(values - jax.lax.stop_gradient(targets)))
 
 
@@ -231,7 +241,7 @@ def clipped_value_loss(
     ``0.5 E[max((V - V_t)^2, (V_old + clip(V - V_old, -eps, eps) - V_t)^2)]``: the pessimistic of
     the plain error and the error of a value kept within ``eps`` of the one seen in the rollout.
     """
-    chex.assert_equal_shape([values, old_values, targets])
+    _same_shape(values=values, old_values=old_values, targets=targets)
     old_values = jax.lax.stop_gradient(old_values)
     targets = jax.lax.stop_gradient(targets)
     clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
@@ -263,6 +273,7 @@ def approx_kl(log_prob: Array, old_log_prob: Array) -> tuple[Array, Array]:
     Returns:
         ``(k1, k3)`` scalars.
     """
+    _same_shape(log_prob=log_prob, old_log_prob=old_log_prob)
     log_ratio = jax.lax.stop_gradient(log_prob - old_log_prob)
     log_ratio = jnp.clip(log_ratio, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     return jnp.mean(-log_ratio), jnp.mean(jnp.expm1(log_ratio) - log_ratio)

@@ -160,6 +160,9 @@ def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
 
 def seed_keys(seeds: int | Array) -> tuple[Array, list]:
     """``(keys [S], seed labels)``: ``jax.random.key(0..S-1)`` for an int, else the keys given."""
+    if isinstance(seeds, (bool, np.bool_)) or seeds is None or isinstance(seeds, (float, str)):
+        raise ValueError(f"seeds={seeds!r} is invalid: give a positive number of seeds or an "
+                         "array of keys (jax.random.split(key, S))")
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1:
             raise ValueError(f"seeds={seeds} must be a positive number of seeds or a key array")
@@ -282,6 +285,24 @@ def train_runs(config: PPOConfig, keys: Array, hparams: Hyperparams,
         mesh: as in :func:`sweep` (:func:`choose_mesh`).
         batch_size: as in :func:`runs_program`.
     """
+    keys = as_key(keys)
+    if keys.ndim != 1:
+        raise ValueError(f"keys must be one key per run, [B]; got key shape {keys.shape}")
+    if not isinstance(hparams, Hyperparams):
+        raise ValueError(f"hparams must be a purejaxppo.Hyperparams of [B] arrays, got "
+                         f"{type(hparams).__name__}")
+    runs = keys.shape[0]
+    for name, value in hparams._asdict().items():
+        if np.shape(value) != (runs,):
+            raise ValueError(f"hparams.{name} has shape {list(np.shape(value))}: it must be "
+                             f"[{runs}], one value per key")
+        if not isinstance(value, jax.core.Tracer) and getattr(value, "is_fully_addressable",
+                                                              True):
+            for x in np.unique(np.asarray(value)):  # the ranges PPOConfig allows
+                config.replace(**{name: float(x)})
+    if loss_index is not None and np.shape(loss_index) != (runs,):
+        raise ValueError(f"loss_index has shape {list(np.shape(loss_index))}: it must be "
+                         f"[{runs}], one index per key")
     key_data = np.asarray(jax.random.key_data(keys))
     program = runs_program(config, keys.shape[0], jax.random.key_impl(keys), policy_losses,
                            mesh, batch_size)

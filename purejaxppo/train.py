@@ -14,12 +14,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from purejaxppo import envs, evaluation, trpo
 from purejaxppo import rollout as rollout_lib
 from purejaxppo.advantages import bootstrap_values, gae
 from purejaxppo.config import Hyperparams, PPOConfig
-from purejaxppo.envs import Env
+from purejaxppo.distributions import Categorical, DiagGaussian, MultiCategorical
+from purejaxppo.envs import Box, Env, MultiDiscrete
 from purejaxppo.losses import get_policy_loss
 from purejaxppo.metrics import COMMON_METRICS, explained_variance, mean_or_last
 from purejaxppo.networks import (
@@ -27,9 +29,11 @@ from purejaxppo.networks import (
     init_networks,
     is_recurrent,
     make_networks,
+    policy_and_value_step,
     value,
     value_step,
 )
+from purejaxppo.networks import initial_carry as netlib_initial_carry
 from purejaxppo.update import (
     PPO_METRICS,
     Batch,
@@ -106,7 +110,55 @@ def make_agent(config: PPOConfig, networks: Networks | None = None) -> Agent:
         raise ValueError(f"num_minibatches={config.num_minibatches} must divide num_envs="
                          f"{config.num_envs} for the recurrent network {config.network!r} "
                          "(minibatches are whole environment sequences)")
+    if networks is not None or config.network not in BUILT_IN_NETWORKS:
+        check_network_outputs(env, nets)
     return Agent(config=config, env=env, nets=nets)
+
+
+BUILT_IN_NETWORKS = ("mlp", "cnn", "gru", "lstm")
+"""The networks of :mod:`purejaxppo.networks`, whose outputs are tested; others are checked
+by :func:`check_network_outputs` (one abstract evaluation, nothing computed)."""
+
+
+def check_network_outputs(env: Env, nets: Networks) -> None:
+    """A ValueError unless the actor returns the distribution of ``env``'s action space with its
+    shape, and the critic one value per observation (both on a batch of 2, traced only).
+
+    Discrete actions need a :class:`~purejaxppo.distributions.Categorical` of ``n`` logits,
+    MultiDiscrete ones a :class:`~purejaxppo.distributions.MultiCategorical` of ``sum(nvec)``,
+    Box ones a :class:`~purejaxppo.distributions.DiagGaussian` of ``action_size`` means.
+    """
+    batch = 2
+
+    def outputs(key: Array) -> tuple[Any, Array]:
+        params = init_networks(key, nets, env.obs_size)
+        obs = jnp.zeros((batch, env.obs_size), jnp.float32)
+        carry = netlib_initial_carry(nets, (batch,))
+        _, dist, value = policy_and_value_step(nets, params, carry, obs,
+                                               jnp.ones((batch,), bool))
+        return dist, value
+
+    dist, value = jax.eval_shape(outputs, jax.random.key(0))
+    space = env.action_space
+    if isinstance(space, Box):
+        want, field, width = DiagGaussian, "mean", env.action_size
+    elif isinstance(space, MultiDiscrete):
+        want, field, width = MultiCategorical, "logits", env.action_size
+    else:
+        want, field, width = Categorical, "logits", env.action_size
+    if not isinstance(dist, want):
+        raise ValueError(f"the actor returned a {type(dist).__name__} for {env.env_id}'s "
+                         f"{type(space).__name__} actions: it must return a {want.__name__} "
+                         "(purejaxppo.distributions)")
+    shape = getattr(dist, field).shape
+    if shape != (batch, width):
+        raise ValueError(f"the actor's {want.__name__} has {field} of shape {list(shape)} for "
+                         f"{batch} observations: {env.env_id} needs [{batch}, {width}] (one "
+                         f"{'mean' if field == 'mean' else 'logit'} per action)")
+    if getattr(value, "shape", None) != (batch,):
+        raise ValueError(f"the critic returned shape {list(getattr(value, 'shape', ()))} for "
+                         f"{batch} observations: it must return one value each, [{batch}] (drop "
+                         "the last axis)")
 
 
 def make_rule(agent: Agent, switch: PolicyLossSwitch | None = None) -> UpdateRule:
@@ -324,15 +376,30 @@ def loss_switch(config: PPOConfig, policy_losses: tuple[str, ...] | None,
     """The :class:`PolicyLossSwitch` of ``policy_losses`` (None without them).
 
     ``loss_index`` defaults to the position of ``config.policy_loss`` among ``policy_losses``.
+    It must be an integer; a concrete value outside ``[0, len(policy_losses))`` is a
+    ValueError, and a traced one (inside ``jit``/``vmap``) is clamped to that range, once, so
+    that the loss and its coefficients (``kl_beta``) always belong to the same entry.
     """
     if policy_losses is None:
+        if loss_index is not None:
+            raise ValueError("loss_index picks among policy_losses: build the function with "
+                             "make_train(config, policy_losses=(...)) to use it")
         return None
     if loss_index is None:
         if config.policy_loss not in policy_losses:
             raise ValueError(f"loss_index is required: config.policy_loss={config.policy_loss!r} "
                              f"is not one of policy_losses={policy_losses}")
         loss_index = policy_losses.index(config.policy_loss)
-    return PolicyLossSwitch(names=policy_losses, index=jnp.asarray(loss_index, jnp.int32))
+    n = len(policy_losses)
+    if not jnp.issubdtype(jnp.result_type(loss_index), jnp.integer):
+        raise ValueError(f"loss_index must be an integer index into policy_losses={policy_losses}, "
+                         f"got {jnp.result_type(loss_index)}")
+    if not isinstance(loss_index, jax.core.Tracer) and not (
+            (np.asarray(loss_index) >= 0) & (np.asarray(loss_index) < n)).all():
+        raise ValueError(f"loss_index={np.asarray(loss_index).tolist()} is out of range: "
+                         f"policy_losses={policy_losses} has indices 0..{n - 1}")
+    index = jnp.clip(jnp.asarray(loss_index, jnp.int32), 0, n - 1)
+    return PolicyLossSwitch(names=policy_losses, index=index)
 
 
 def check_policy_losses(config: PPOConfig, policy_losses: tuple[str, ...] | None
@@ -361,6 +428,8 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     evaluation episodes' environments; times 2 for XLA's temporaries. An estimate to refuse
     impossible runs early, not an exact figure.
     """
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"num_seeds={num_seeds!r} is invalid: must be a positive integer")
     agent = make_agent(config, networks)
     env = agent.env
     state = jax.eval_shape(lambda k: init_state(agent, k, config.hyperparams()),
@@ -411,6 +480,14 @@ def make_run(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,
 
     def run(state: TrainState, hparams: Hyperparams, num_updates: int,
             loss_index: Array | None = None, first_update: Array | int = 0):
+        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
+            raise ValueError(f"num_updates={num_updates!r} is invalid: must be a Python int >= 0 "
+                             "(the scan's static length)")
+        if (not isinstance(first_update, jax.core.Tracer)
+                and (np.ndim(first_update) or int(first_update) < 0)):
+            raise ValueError(f"first_update={first_update!r} is invalid: must be the updates "
+                             "already in state, a scalar >= 0")
+
         def body(s: TrainState, i: Array):
             due = (first_update + i + 1) % config.eval_every == 0 if config.eval_every else None
             return update(s, hparams, loss_index, due)

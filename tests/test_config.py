@@ -40,6 +40,10 @@ from purejaxppo import PPOConfig
     ({"num_envs": True}, "num_envs"),
     ({"env": ""}, "env"),
     ({"network": ""}, "network"),
+    ({"lr": 1e-50}, "lr"),  # 0 in float32, the program's precision
+    ({"lr": 10**400}, "lr"),  # no float holds it
+    ({"policy_loss": ["ppo_clip"]}, "policy_loss"),
+    ({"hidden_sizes": [float("inf")]}, "hidden_sizes"),
 ])
 def test_bad_config_gives_clear_error(kwargs, field):
     (value,) = kwargs.values()

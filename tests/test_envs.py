@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -146,9 +147,21 @@ def test_register_refuses_bad_input(registered):
         envs.register("X-v0", Chain())
     with pytest.raises(ValueError, match="max_episode_steps"):
         envs.register("X-v0", Chain, max_episode_steps=0)
+    for bad in (float("nan"), float("inf"), 2.5, True):
+        with pytest.raises(ValueError, match="max_episode_steps"):
+            envs.register("X-v0", Chain, max_episode_steps=bad)
     registered("Junk-v0", lambda: object())
     with pytest.raises(ValueError, match="must return a gymnax Environment or a purejaxppo"):
         envs.make("Junk-v0")
+    # An adapter's own time limit is checked as register's is: 0 would truncate every step.
+    for bad in (0, -5, 2.7, "x"):
+        class Limited(Chain):
+            max_episode_steps = bad
+
+        registered("Limited-v0", Limited)
+        with pytest.raises(ValueError, match=rf"adapter of 'Limited-v0' has max_episode_steps="
+                                             rf"{re.escape(repr(bad))}: give a positive whole"):
+            envs.make("Limited-v0")
 
 
 def test_unsupported_spaces_are_named(registered):

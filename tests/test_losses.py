@@ -19,12 +19,17 @@ from hypothesis.extra import numpy as hnp
 from purejaxppo import losses
 from purejaxppo.losses import (
     POLICY_LOSSES,
+    approx_kl,
+    clip_fraction,
+    clipped_value_loss,
     get_policy_loss,
     importance_log_loss,
+    importance_ratio,
     importance_ratio_loss,
     policy_gradient_loss,
     ppo_clip_log_loss,
     ppo_clip_loss,
+    value_loss,
 )
 
 SURROGATES = ("ppo_clip", "ppo_clip_log", "importance_ratio", "importance_log", "policy_gradient")
@@ -168,8 +173,18 @@ def test_registry_and_lookup():
 
 
 def test_shapes_are_checked():
-    with pytest.raises(AssertionError):
+    """Per-sample arrays must match: [4] against [4, 1] would broadcast to [4, 4] silently."""
+    with pytest.raises(ValueError, match=r"log_prob \[3\], old_log_prob \[4\], advantages \[3\]: "
+                                         "these must have the same shape"):
         ppo_clip_loss(jnp.zeros(3), jnp.zeros(4), jnp.zeros(3))
+    column = jnp.zeros((4, 1))
+    for call in (lambda: approx_kl(jnp.zeros(4), column),
+                 lambda: clip_fraction(jnp.zeros(4), column),
+                 lambda: importance_ratio(jnp.zeros(4), column),
+                 lambda: value_loss(jnp.zeros(4), column),
+                 lambda: clipped_value_loss(jnp.zeros(4), jnp.zeros(4), column)):
+        with pytest.raises(ValueError, match=r"\[4, 1\]: these must have the same shape"):
+            call()
 
 
 def test_values_match_their_formulas():

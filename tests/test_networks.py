@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxppo import PPOConfig, envs
-from purejaxppo.networks import HIDDEN_GAIN, Actor, Critic, init_params, make_networks
+from purejaxppo import PPOConfig, envs, make_train
+from purejaxppo.distributions import Categorical, DiagGaussian
+from purejaxppo.networks import (
+    HIDDEN_GAIN,
+    Actor,
+    Critic,
+    Networks,
+    init_params,
+    make_networks,
+)
 
 
 def _nets(env_id: str, hidden: tuple[int, ...]):
@@ -204,3 +213,50 @@ def test_conv_is_nn_conv_with_the_same_parameters_values_and_gradients():
     g_theirs = jax.grad(lambda p: loss(theirs, p))(p_theirs)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                  g_ours, g_theirs)
+
+
+class _Logits(nn.Module):
+    """An actor of ``width`` logits (or a Gaussian of ``width`` means with ``gaussian``)."""
+
+    width: int
+    gaussian: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        out = nn.Dense(self.width)(x)
+        return DiagGaussian(mean=out, log_std=jnp.zeros(self.width)) if self.gaussian \
+            else Categorical(logits=out)
+
+
+class _Value(nn.Module):
+    keep_axis: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        v = nn.Dense(1)(x)
+        return v if self.keep_axis else v[..., 0]
+
+
+@pytest.mark.parametrize("env_id,nets,words", [
+    ("CartPole-v1", Networks(actor=_Logits(1), critic=_Value()),
+     "the actor's Categorical has logits of shape [2, 1] for 2 observations: CartPole-v1 needs "
+     "[2, 2]"),
+    ("CartPole-v1", Networks(actor=_Logits(2), critic=_Value(keep_axis=True)),
+     "the critic returned shape [2, 1] for 2 observations: it must return one value each"),
+    ("Pendulum-v1", Networks(actor=_Logits(1), critic=_Value()),
+     "the actor returned a Categorical for Pendulum-v1's Box actions: it must return a "
+     "DiagGaussian"),
+    ("CartPole-v1", Networks(actor=_Logits(2, gaussian=True), critic=_Value()),
+     "the actor returned a DiagGaussian for CartPole-v1's Discrete actions"),
+])
+def test_a_users_network_whose_outputs_do_not_fit_the_env_is_refused(env_id, nets, words):
+    """Before: a 1-logit actor on 2 actions broadcast against the noise and trained silently."""
+    with pytest.raises(ValueError) as error:
+        make_train(PPOConfig(env=env_id), networks=nets)
+    assert words in str(error.value)
+
+
+def test_a_users_network_that_fits_is_accepted():
+    train = make_train(PPOConfig(env="Pendulum-v1"),
+                       networks=Networks(actor=_Logits(1, gaussian=True), critic=_Value()))
+    assert callable(train)

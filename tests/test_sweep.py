@@ -9,7 +9,7 @@ from conftest import TINY
 
 from purejaxppo import POLICY_LOSSES, Hyperparams, PPOConfig, make_train, sweep
 from purejaxppo.metrics import final_window
-from purejaxppo.sweeps import SWEEPABLE, choose_mesh
+from purejaxppo.sweeps import SWEEPABLE, choose_mesh, train_runs
 
 TINY = {**TINY, "total_timesteps": 1024}
 LRS = [2.5e-4, 1e-3]
@@ -135,3 +135,25 @@ def test_bad_seeds_and_losses_give_clear_errors():
     with pytest.raises(ValueError, match="loss_index is required"):
         jax.eval_shape(train, jax.random.key(0))
     assert choose_mesh(3, None) is None  # one device here: nothing to split
+    for bad in (True, 2.5, "2", None):
+        with pytest.raises(ValueError, match=r"seeds=.* is invalid: give a positive number"):
+            sweep(PPOConfig(**TINY), seeds=bad)
+
+
+def test_train_runs_refuses_keys_and_hyperparameters_that_do_not_fit():
+    """Named one-line errors before anything is traced: a single key, hyperparameters of
+    another batch or type, and values outside PPOConfig's ranges (before: an IndexError, raw
+    broadcasting errors, or a run with a negative learning rate)."""
+    config = PPOConfig(**TINY)
+    keys = jax.random.split(jax.random.key(0), 2)
+    hp = jax.tree.map(lambda x: np.repeat(x, 2), config.hyperparams())
+    cases = [
+        (jax.random.key(0), hp, r"keys must be one key per run, \[B\]; got key shape \(\)"),
+        (keys, {"lr": np.ones(2)}, "hparams must be a purejaxppo.Hyperparams"),
+        (keys, hp._replace(lr=np.ones(3)), r"hparams.lr has shape \[3\]: it must be \[2\]"),
+        (keys, hp._replace(lr=np.array([3e-4, -1.0])), r"PPOConfig.lr=-1.0 is invalid"),
+        (keys, hp._replace(gamma=np.array([2.0, 0.99])), r"PPOConfig.gamma=2.0 is invalid"),
+    ]
+    for k, h, words in cases:
+        with pytest.raises(ValueError, match=words):
+            train_runs(config, k, h)

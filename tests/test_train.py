@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from purejaxppo import POLICY_LOSSES, PPOConfig, envs, make_train, policy
+from purejaxppo import POLICY_LOSSES, PPOConfig, envs, make_init, make_run, make_train, policy
 from purejaxppo import networks as netlib
 from purejaxppo.parallel import compiler_options, cpu_vendor
 from purejaxppo.train import make_agent, metric_names
@@ -339,3 +339,34 @@ def test_cpu_vendor_reads_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\n")
     assert cpu_vendor(str(info)) is None
     assert cpu_vendor(str(tmp_path / "missing")) is None
+
+
+def test_loss_index_out_of_range_is_refused_or_clamped_consistently():
+    """A concrete index outside the losses (or not an integer, or without policy_losses) is a
+    ValueError; a traced one is clamped once, so the loss and its KL coefficient agree."""
+    config = PPOConfig(**{**TINY, "total_timesteps": 512})
+    names = ("ppo_clip", "kl_penalty")
+    train = make_train(config, policy_losses=names)
+    for bad, words in ((5, "loss_index=5 is out of range"), (-1, "loss_index=-1 is out of range"),
+                       (1.5, "loss_index must be an integer")):
+        with pytest.raises(ValueError, match=words):
+            train(jax.random.key(0), None, bad)
+    with pytest.raises(ValueError, match="loss_index picks among policy_losses"):
+        make_train(config)(jax.random.key(0), None, 1)
+    runs = jax.jit(jax.vmap(train, in_axes=(None, None, 0)))(jax.random.key(0), None,
+                                                             jnp.array([1, 5]))
+    for leaf in jax.tree.leaves((runs.params, runs.state.opt_state.kl_beta)):
+        np.testing.assert_array_equal(leaf[0], leaf[1])
+    assert float(runs.state.opt_state.kl_beta[0]) != 1.0  # kl_penalty's coefficient adapted
+
+
+def test_make_run_refuses_a_length_or_start_that_is_not_a_count():
+    config = PPOConfig(**TINY)
+    run = make_run(config)
+    state = make_init(config)(jax.random.key(0))
+    hp = config.hyperparams()
+    for bad in (2.5, -1, True):
+        with pytest.raises(ValueError, match=rf"num_updates={bad!r} is invalid"):
+            run(state, hp, bad)
+    with pytest.raises(ValueError, match=r"first_update=-5 is invalid"):
+        run(state, hp, 1, None, -5)

@@ -385,6 +385,9 @@ def seed_list(options: RunOptions) -> list[int]:
 def read_run_settings(run_dir: str | Path) -> tuple[PPOConfig, RunOptions, str | None]:
     """``(config, options, preset)`` from ``run_dir/config.json``."""
     path = Path(run_dir) / outputs.CONFIG_FILE
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise SettingsError(f"{str(run_dir)!r} is a file, not a run directory; give the "
+                            "directory a training run wrote (its --out)")
     if not Path(run_dir).is_dir():
         raise SettingsError(f"run directory {str(run_dir)!r} does not exist; give the --out "
                             "directory of a training run")

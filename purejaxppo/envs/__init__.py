@@ -16,6 +16,7 @@ protocol). ``register(name, factory)`` takes a factory returning either a gymnax
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -57,12 +58,18 @@ def register(name: str, factory: Callable[[], Any], *, max_episode_steps: int | 
     if not callable(factory):
         raise ValueError(f"the factory of {name!r} must be callable (a class or a function "
                          f"returning the environment), got {factory!r}")
-    if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
-                                          or int(max_episode_steps) != max_episode_steps
-                                          or max_episode_steps < 1):
+    if max_episode_steps is not None and not _is_step_count(max_episode_steps):
         raise ValueError(f"max_episode_steps={max_episode_steps!r} is invalid: give a positive "
                          "number of steps, or None")
     _REGISTRY[name] = (factory, max_episode_steps)
+
+
+def _is_step_count(value: Any) -> bool:
+    """A positive whole number of steps (an int, or a float or NumPy scalar that is one)."""
+    value = value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= 1 and int(value) == value
 
 
 def unregister(name: str) -> None:
@@ -89,6 +96,9 @@ def _adapt(obj: Any, env_id: str, max_episode_steps: int | None) -> Env:
         return Env(env_id, gymnax_adapter.GymnaxAdapter.of(obj, env_id=env_id))
     if isinstance(obj, Adapter):
         limit = obj.max_episode_steps if max_episode_steps is None else max_episode_steps
+        if limit is not None and not _is_step_count(limit):
+            raise ValueError(f"the adapter of {env_id!r} has max_episode_steps={limit!r}: give a "
+                             "positive whole number of steps, or None for no time limit")
         return Env(env_id, obj, None if limit is None else int(limit))
     raise ValueError(f"the factory of {env_id!r} returned a {type(obj).__name__}: it must return "
                      "a gymnax Environment or a purejaxppo.envs.Adapter (reset, transition, "
