@@ -30,8 +30,9 @@ def test_rows_cover_every_gymnax_preset_at_its_own_budget():
     assert learning.row_key("Seaquest-MinAtar", "mlp") == "Seaquest-MinAtar"
     assert learning.row_key("Seaquest-MinAtar", "cnn") == "Seaquest-MinAtar [cnn]"
     assert learning.row_config("Seaquest-MinAtar", None, "cnn").network == "cnn"
-    # The Asterix, Breakout and Freeway presets use the CNN: their MLP rows are the overrides.
-    for env in ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar"):
+    # The Asterix, Breakout, Freeway and SpaceInvaders presets use the CNN: their MLP rows are
+    # the overrides.
+    for env in ("Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar"):
         assert learning.row_key(env, "cnn") == env
         assert learning.row_key(env, "mlp") == f"{env} [mlp]"
         assert learning.row_config(env, None, None).network == "cnn"
