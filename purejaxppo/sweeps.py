@@ -298,7 +298,8 @@ def train_runs(config: PPOConfig, keys: Array, hparams: Hyperparams,
                              f"[{runs}], one value per key")
         if not isinstance(value, jax.core.Tracer) and getattr(value, "is_fully_addressable",
                                                               True):
-            for x in np.unique(np.asarray(value)):  # the ranges PPOConfig allows
+            values = np.asarray(value)
+            for x in (values.min(), values.max()):  # each field's valid set is an interval
                 config.replace(**{name: float(x)})
     if loss_index is not None and np.shape(loss_index) != (runs,):
         raise ValueError(f"loss_index has shape {list(np.shape(loss_index))}: it must be "

@@ -443,9 +443,14 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     per_seed = (2 * state_bytes + steps * (2 * transition + 4 * env.action_size) + reset
                 + config.num_updates * per_update)
     if config.eval_every:  # the evaluation episodes run side by side, one environment each
-        per_seed += config.eval_episodes * (env.state_nbytes()
-                                            + 4 * (3 * env.obs_size + env.action_size + 8))
+        per_seed += config.eval_episodes * eval_env_bytes(env)
     return 2 * num_seeds * per_seed
+
+
+def eval_env_bytes(env: Env) -> int:
+    """Bytes of one evaluation episode run beside the others: its environment state, its
+    observations and action, and a few scalars."""
+    return env.state_nbytes() + 4 * (3 * env.obs_size + env.action_size + 8)
 
 
 def make_update(config: PPOConfig, policy_losses: tuple[str, ...] | None = None,

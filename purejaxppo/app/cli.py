@@ -739,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
                 where = f" ({e.filename})" if getattr(e, "filename", None) else ""
                 lines = [f"{e.strerror or e}{where}; check the paths given"]
             else:
-                lines = str(e).strip().splitlines() or [type(e).__name__]
+                lines = [_first_line(e)]
             print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
             if distributed.several(_LAYOUT) and _jax_started():
                 distributed.leave(EXIT_USAGE)  # the others may never reach JAX's exit barrier

@@ -38,7 +38,7 @@ from purejaxppo.parallel import (
     runs_per_batch,
     seed_sharding,
 )
-from purejaxppo.train import TrainState, make_init, make_update, memory_estimate
+from purejaxppo.train import TrainState, eval_env_bytes, make_init, make_update, memory_estimate
 
 Array = jax.Array
 
@@ -261,10 +261,8 @@ def check_eval_memory(config: PPOConfig, num_envs: int) -> None:
     """Refuses an evaluation of ``num_envs`` parallel episodes that cannot fit in memory."""
     from purejaxppo import envs
 
-    env = envs.make(config.env)
-    per_env = env.state_nbytes() + 4 * (3 * env.obs_size + env.action_size + 8)
-    _check_fits(4 * num_envs * per_env, f"evaluating {num_envs:,} episodes at once",
-                "lower --episodes")
+    _check_fits(4 * num_envs * eval_env_bytes(envs.make(config.env)),
+                f"evaluating {num_envs:,} episodes at once", "lower --episodes")
 
 
 class Interrupted(Exception):
