@@ -13,7 +13,7 @@ runs multi-host. Nothing here uses ``pmap``.
 * :func:`in_groups` / :func:`vmap_in_batches` train a device's runs a group at a time
   (:func:`runs_per_batch`: groups of 8 on a CPU split into one device per core, whose caches
   then hold a group).
-* :func:`compiler_options`: per-program XLA options that shorten compile time on AMD CPUs.
+* :func:`compiler_options`: per-program XLA options that shorten compile time on x86 CPUs.
 * :func:`make_train_data_parallel` splits the environments of *one* run over the devices; the
   partitioner of ``jax.jit`` adds the collectives, so the parameters are one replicated value.
 """
@@ -74,17 +74,21 @@ def use_cpu_cores(count: int | None = None) -> int:
     return count
 
 
+O1_VENDORS = ("AuthenticAMD", "GenuineIntel")
+"""CPU vendors on which LLVM ``-O1`` was measured to keep run time (``benchmarks/NOTES.md``)."""
+
+
 def compiler_options(platform: str | None = None, vendor: str | None = None) -> dict[str, Any]:
     """Options for ``jax.jit(..., compiler_options=...)`` that compile a training program faster
     where that costs no run time.
 
-    On AMD CPUs: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
-    (``xla_backend_optimization_level=1``): compile time drops by a fifth to a third, run time
-    is unchanged and results are the same bit for bit. On Intel CPUs the same option made the
-    one-seed CartPole-v1 run ~40% slower, so there, on other CPUs and on GPU/TPU there are none:
-    ``{}`` (paired measurements in ``benchmarks/NOTES.md``). The command line,
-    :func:`purejaxppo.sweeps.sweep` and the benchmarks compile with these; pass them to your own
-    ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect.
+    On AMD and Intel CPUs: LLVM ``-O1`` instead of ``-O2`` for XLA's fused elementwise kernels
+    (``xla_backend_optimization_level=1``): compile time drops by a tenth to a third, run time is
+    unchanged (the products run in library kernels the level does not touch) and results are the
+    same bit for bit. Paired measurements on an AMD EPYC and an Intel Xeon are in
+    ``benchmarks/NOTES.md``. On other CPUs (not measured) and on GPU/TPU there are none: ``{}``.
+    The command line, :func:`purejaxppo.sweeps.sweep` and the benchmarks compile with these; pass
+    them to your own ``jax.jit`` of :func:`purejaxppo.make_train` for the same effect.
 
     Args:
         platform: the platform the program runs on; by default ``jax.default_backend()``.
@@ -95,7 +99,8 @@ def compiler_options(platform: str | None = None, vendor: str | None = None) -> 
     if platform != "cpu":
         return {}
     vendor = cpu_vendor() if vendor is None else vendor
-    return {"xla_backend_optimization_level": 1} if vendor == "AuthenticAMD" else {}
+    return {"xla_backend_optimization_level": 1} if vendor in O1_VENDORS else {}
+
 
 
 def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:

@@ -15,7 +15,7 @@ from purejaxppo.envs import Box, Discrete
 
 # The suite compiles a few hundred small programs and runs each for a few updates: LLVM -O1 for
 # XLA's fused kernels compiles them faster with bit-identical results (the level the command line
-# compiles with on AMD CPUs, ``purejaxppo.parallel.compiler_options``). XLA reads the flag when
+# compiles with on AMD and Intel CPUs, ``purejaxppo.parallel.compiler_options``). XLA reads the flag when
 # JAX starts its backend, which no import above does; subprocesses inherit it.
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]).strip()
