@@ -558,13 +558,22 @@ def check_pbt_args(config: PPOConfig, population: int, ready_every: int, fractio
         raise ValueError(f"ready_every={ready_every} is more than the run's {config.num_updates} "
                          "updates: no member would ever be ready; lower it or raise "
                          "total_timesteps")
-    if not 0.0 <= fraction <= 0.5:
+    if not _is_real(fraction) or not 0.0 <= fraction <= 0.5:
         raise ValueError(f"fraction={fraction!r} must be in [0, 0.5] (the bottom and the top "
                          "fraction must not overlap)")
-    if not 0.0 <= resample_prob <= 1.0:
+    if not _is_real(resample_prob) or not 0.0 <= resample_prob <= 1.0:
         raise ValueError(f"resample_prob={resample_prob!r} must be in [0, 1]")
-    if len(perturb) != 2 or not all(isinstance(f, (int, float)) and f > 0 for f in perturb):
-        raise ValueError(f"perturb={perturb!r} must be two positive factors, e.g. (0.8, 1.25)")
+    factors = tuple(perturb) if isinstance(perturb, (tuple, list)) else ()
+    tiny, huge = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+    if len(factors) != 2 or not all(_is_real(f) and tiny <= f <= huge for f in factors):
+        raise ValueError(f"perturb={perturb!r} must be two positive finite factors, e.g. "
+                         "(0.8, 1.25)")
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (a Python or NumPy int or float, not a bool)."""
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating)))
 
 
 def pbt(config: PPOConfig, space: Mapping[str, Any], population: int, ready_every: int,

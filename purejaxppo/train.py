@@ -147,7 +147,9 @@ def check_network_outputs(env: Env, nets: Networks) -> None:
     else:
         want, field, width = Categorical, "logits", env.action_size
     if not isinstance(dist, want):
-        raise ValueError(f"the actor returned a {type(dist).__name__} for {env.env_id}'s "
+        got = ("an array" if isinstance(dist, jax.ShapeDtypeStruct)
+               else f"a {type(dist).__name__}")
+        raise ValueError(f"the actor returned {got} for {env.env_id}'s "
                          f"{type(space).__name__} actions: it must return a {want.__name__} "
                          "(purejaxppo.distributions)")
     shape = getattr(dist, field).shape
@@ -188,8 +190,38 @@ def as_key(key: Array) -> Array:
     return jax.random.wrap_key_data(key)
 
 
+def check_hparams(hparams: Any) -> Hyperparams:
+    """``hparams`` if it is a :class:`Hyperparams`, else a TypeError saying how to build one."""
+    if not isinstance(hparams, Hyperparams):
+        raise TypeError(f"hparams must be a purejaxppo.Hyperparams, got {type(hparams).__name__}: "
+                        "build it with config.hyperparams() or Hyperparams(**fields), e.g. "
+                        "config.hyperparams()._replace(lr=3e-4)")
+    return hparams
+
+
+def check_params(agent: Agent, params: Any) -> None:
+    """ValueError unless ``params`` have the structure and shapes of ``agent``'s networks (params
+    of another config, e.g. other ``hidden_sizes`` or another environment, fail here rather than
+    deep inside a matrix product)."""
+    expected = jax.eval_shape(
+        lambda: init_networks(jax.random.key(0), agent.nets, agent.env.obs_size))
+    want, want_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    if want_tree != got_tree:
+        raise ValueError("state.params do not fit this config's networks (another structure): "
+                         "was the state made with another config or networks? expected "
+                         f"{[jax.tree_util.keystr(p) for p, _ in want][:6]}...")
+    for (path, w), (_, g) in zip(want, got, strict=True):
+        if tuple(np.shape(g)) != tuple(w.shape):
+            raise ValueError(f"state.params{jax.tree_util.keystr(path)} has shape "
+                             f"{tuple(np.shape(g))}, this config's networks expect "
+                             f"{tuple(w.shape)}: was the state made with another config "
+                             "(hidden_sizes, network, env)?")
+
+
 def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
     """The train state before the first update."""
+    check_hparams(hp)
     k_params, k_env, k_train = jax.random.split(as_key(key), 3)
     params = init_networks(k_params, agent.nets, agent.env.obs_size)
     nan = jnp.full((), jnp.nan, jnp.float32)
@@ -338,6 +370,8 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
             unbatched, as :func:`make_run` does, or every update computes the evaluation).
     """
     config = agent.config
+    check_hparams(hp)
+    check_params(agent, state.params)
     key, k_rollout, k_update = jax.random.split(state.key, 3)
     env_carry, traj, episodes = collect(agent, state, hp, k_rollout)
     batch = advantages_batch(agent, state.params, env_carry, traj, hp)

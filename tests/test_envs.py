@@ -179,6 +179,50 @@ def test_unsupported_spaces_are_named(registered):
         envs.make("Factored-v0")
 
 
+def test_adapters_that_break_their_own_spaces_are_refused_at_make(registered):
+    """make traces reset and one transition of a registered adapter: what would otherwise fail
+    inside the rollout (or train silently on reshaped observations) is one line naming it."""
+
+    class WideObs(Chain):
+        def reset(self, key):
+            obs, state = super().reset(key)
+            return jnp.concatenate([obs, obs[:1]]), state
+
+    class FloatPosition(Chain):
+        def transition(self, key, state, action):
+            obs, state, *rest = super().transition(key, state, action)
+            return (obs, ChainState(state.position.astype(jnp.float32)), *rest)
+
+    class VectorReward(Chain):
+        def transition(self, key, state, action):
+            obs, state, reward, term, trunc = super().transition(key, state, action)
+            return obs, state, jnp.stack([reward, reward]), term, trunc
+
+    class FourOutputs(Chain):
+        def transition(self, key, state, action):
+            return super().transition(key, state, action)[:4]
+
+    class Broken(Chain):
+        def transition(self, key, state, action):
+            return self.no_such_attribute
+
+    cases = [(WideObs, r"reset returns an observation of shape \[3\], but its observation "
+                       r"space .* has 2 values"),
+             (FloatPosition, r"the state's field .*position is float32\[\] after transition "
+                             r"but int32\[\] after reset"),
+             (VectorReward, r"transition's reward has shape \[2\]: one environment's must be "
+                            r"a scalar"),
+             (FourOutputs, r"transition must return \(obs, state, reward, terminated, "
+                           r"truncated\), got tuple of 4"),
+             (Broken, r"tracing its reset and one transition failed: AttributeError")]
+    for cls, words in cases:
+        registered(f"{cls.__name__}-v0", cls)
+        with pytest.raises(ValueError, match=rf"^environment '{cls.__name__}-v0': {words}"):
+            envs.make(f"{cls.__name__}-v0")
+    registered("Chain-v0", Chain)
+    assert envs.make("Chain-v0").obs_size == 2  # the well-formed one passes
+
+
 def test_registered_adapter_time_limit_truncates_with_the_real_last_observation(registered):
     """An adapter without a time limit of its own, registered with one: the protocol counts the
     steps, truncates (not terminates) and keeps the last observation in final_obs."""

@@ -248,6 +248,9 @@ class _Value(nn.Module):
      "DiagGaussian"),
     ("CartPole-v1", Networks(actor=_Logits(2, gaussian=True), critic=_Value()),
      "the actor returned a DiagGaussian for CartPole-v1's Discrete actions"),
+    ("CartPole-v1", Networks(actor=_Value(keep_axis=True), critic=_Value()),
+     "the actor returned an array for CartPole-v1's Discrete actions: it must return a "
+     "Categorical"),
 ])
 def test_a_users_network_whose_outputs_do_not_fit_the_env_is_refused(env_id, nets, words):
     """Before: a 1-logit actor on 2 actions broadcast against the noise and trained silently."""

@@ -322,6 +322,15 @@ def test_bad_pbt_arguments_give_clear_errors():
     for kwargs, words in [(dict(population=0, ready_every=1), "population=0"),
                           (dict(population=4, ready_every=5), "ready_every=5"),
                           (dict(population=4, ready_every=1, fraction=0.6), "fraction=0.6"),
-                          (dict(population=4, ready_every=1, resample_prob=2.0), "resample_prob")]:
+                          (dict(population=4, ready_every=1, resample_prob=2.0), "resample_prob"),
+                          (dict(population=4, ready_every=1, resample_prob=True), "resample_prob"),
+                          (dict(population=4, ready_every=1, perturb=(True, 1.25)), "perturb"),
+                          (dict(population=4, ready_every=1, perturb=(0.8, float("inf"))),
+                           "perturb"),
+                          (dict(population=4, ready_every=1, perturb=(0.8, float("nan"))),
+                           "perturb"),
+                          (dict(population=4, ready_every=1, perturb=(1e-50, 1.25)), "perturb"),
+                          (dict(population=4, ready_every=1, perturb=1.25), "perturb"),
+                          (dict(population=4, ready_every=1, perturb=(0.8,)), "perturb")]:
         with pytest.raises(ValueError, match=words):
             pbt(config, PBT_SPACE, **kwargs)

@@ -371,3 +371,32 @@ def test_make_run_refuses_a_length_or_start_that_is_not_a_count():
             run(state, hp, bad)
     with pytest.raises(ValueError, match=r"first_update=-5 is invalid"):
         run(state, hp, 1, None, -5)
+
+
+def test_hparams_of_another_type_and_params_of_another_config_are_refused():
+    """Before: a dict of hyperparameters failed on an attribute deep inside the trace, and the
+    params of another config (other hidden sizes, another environment) in a matrix product."""
+    config = PPOConfig(**TINY)
+    with pytest.raises(TypeError, match=r"hparams must be a purejaxppo.Hyperparams, got dict"):
+        make_train(config)(jax.random.key(0), {"lr": 1e-3})
+    hp = config.hyperparams()
+    state = make_init(config)(jax.random.key(0))
+    with pytest.raises(TypeError, match="got dict"):
+        make_run(config)(state, hp._asdict(), 1)
+    wider = PPOConfig(**{**TINY, "hidden_sizes": (32, 32)})
+    with pytest.raises(ValueError, match=r"state.params\['actor'\].* has shape \(64,\), this "
+                                         r"config's networks expect \(32,\): was the state "
+                                         r"made with another config"):
+        make_run(wider)(state, hp, 1)
+    acrobot = PPOConfig(**{**TINY, "env": "Acrobot-v1"})
+    with pytest.raises(ValueError, match=r"expect \(6, 64\)"):
+        make_run(acrobot)(state, hp, 1)
+    deeper = PPOConfig(**{**TINY, "hidden_sizes": (64, 64, 64)})
+    with pytest.raises(ValueError, match="another structure"):
+        make_run(deeper)(state, hp, 1)
+    # The matching config runs, under jit and vmap as before.
+    keys = jax.random.split(jax.random.key(1), 2)
+    states = jax.vmap(make_init(config))(keys)
+    run = make_run(config)
+    out, _ = jax.jit(jax.vmap(lambda s: run(s, hp, 1)))(states)
+    assert out.updates_done.tolist() == [1, 1]

@@ -124,6 +124,8 @@ def make(env_id: str) -> Env:
     if env_id in _REGISTRY:
         factory, limit = _REGISTRY[env_id]
         env = _adapt(factory(), env_id, limit)
+        check_spaces(env)
+        check_dynamics(env)
     elif parts is not None and parts[0] != GYMNAX_PREFIX[:-1]:
         prefix, name = parts
         env = _adapt(suites.adapter_module(prefix).make(name, env_id), env_id, None)
@@ -134,6 +136,68 @@ def make(env_id: str) -> Env:
         env = Env(env_id, gymnax_adapter.make(name))
     check_spaces(env)
     return env
+
+
+def check_dynamics(env: Env) -> None:
+    """Raises a ``ValueError`` unless ``env``'s adapter returns what its spaces declare.
+
+    Traced once (``jax.eval_shape``, nothing computed): ``reset`` and ``transition`` (from the
+    reset state, with an action of the action space's shape and dtype) must give observations
+    of the observation space's size, scalar reward, ``terminated`` and ``truncated``, and a
+    state of the same structure, shapes and dtypes as ``reset``'s (a step's state replaces a
+    reset one where an episode ends). Run by :func:`make` for registered environments.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    adapter, where = env.adapter, f"environment {env.env_id!r}"
+    space, act = env.observation_space, env.action_space
+    want_size = (1 if isinstance(space, Discrete) else len(space.nvec)
+                 if isinstance(space, MultiDiscrete) else math.prod(space.shape))
+    if isinstance(act, Box):
+        action = jax.ShapeDtypeStruct(tuple(act.shape), jnp.float32)
+    elif isinstance(act, MultiDiscrete):
+        action = jax.ShapeDtypeStruct((len(act.nvec),), jnp.int32)
+    else:
+        action = jax.ShapeDtypeStruct((), jnp.int32)
+
+    def step(key: Any) -> tuple:
+        state = adapter.reset(key)[1]
+        return adapter.transition(key, state, jnp.zeros(action.shape, action.dtype))
+
+    try:
+        obs, state = jax.eval_shape(adapter.reset, jax.random.key(0))
+        out = jax.eval_shape(step, jax.random.key(0))
+    except Exception as error:  # the adapter's own code failed: say where, keep the cause
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"{where}: tracing its reset and one transition failed: "
+                         f"{type(error).__name__}: {first}") from error
+    if not isinstance(out, tuple) or len(out) != 5:
+        raise ValueError(f"{where}: transition must return (obs, state, reward, terminated, "
+                         f"truncated), got {type(out).__name__} of "
+                         f"{len(out) if isinstance(out, tuple) else 1}")
+    next_obs, next_state, *flags = out
+    for name, value in (("reset", obs), ("transition", next_obs)):
+        size = math.prod(getattr(value, "shape", (-1,)))
+        if size != want_size:
+            raise ValueError(f"{where}: {name} returns an observation of shape "
+                             f"{list(getattr(value, 'shape', ()))}, but its observation space "
+                             f"{space} has {want_size} values")
+    for name, value in zip(("reward", "terminated", "truncated"), flags, strict=True):
+        if math.prod(getattr(value, "shape", ())) != 1:
+            raise ValueError(f"{where}: transition's {name} has shape "
+                             f"{list(value.shape)}: one environment's must be a scalar")
+    if jax.tree.structure(state) != jax.tree.structure(next_state):
+        raise ValueError(f"{where}: transition returns a state of another structure than "
+                         f"reset's ({jax.tree.structure(next_state)} against "
+                         f"{jax.tree.structure(state)}); return the same fields")
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    for (path, a), b in zip(leaves, jax.tree.leaves(next_state), strict=True):
+        if (tuple(a.shape), a.dtype) != (tuple(b.shape), b.dtype):
+            raise ValueError(f"{where}: the state's field {jax.tree_util.keystr(path) or '.'} is "
+                             f"{b.dtype}{list(b.shape)} after transition but "
+                             f"{a.dtype}{list(a.shape)} after reset; keep them equal (a step's "
+                             "state replaces a reset one where an episode ends)")
 
 
 def check_spaces(env: Env) -> None:
