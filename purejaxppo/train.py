@@ -205,12 +205,16 @@ def check_params(agent: Agent, params: Any) -> None:
     deep inside a matrix product)."""
     expected = jax.eval_shape(
         lambda: init_networks(jax.random.key(0), agent.nets, agent.env.obs_size))
-    want, want_tree = jax.tree_util.tree_flatten_with_path(expected)
-    got, got_tree = jax.tree_util.tree_flatten_with_path(params)
-    if want_tree != got_tree:
-        raise ValueError("state.params do not fit this config's networks (another structure): "
-                         "was the state made with another config or networks? expected "
-                         f"{[jax.tree_util.keystr(p) for p, _ in want][:6]}...")
+    want = jax.tree_util.tree_flatten_with_path(expected)[0]
+    got = jax.tree_util.tree_flatten_with_path(params)[0]
+    # Compared by path, so that the message can name a parameter that is not in both.
+    want_paths = [jax.tree_util.keystr(p) for p, _ in want]
+    got_paths = [jax.tree_util.keystr(p) for p, _ in got]
+    if want_paths != got_paths:
+        missing = sorted(set(want_paths) - set(got_paths)) or sorted(set(got_paths))
+        raise ValueError("state.params do not fit this config's networks (another structure: "
+                         f"{missing[0]} is not in both): was the state made with another config "
+                         "or networks?")
     for (path, w), (_, g) in zip(want, got, strict=True):
         if tuple(np.shape(g)) != tuple(w.shape):
             raise ValueError(f"state.params{jax.tree_util.keystr(path)} has shape "
