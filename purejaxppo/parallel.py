@@ -102,7 +102,6 @@ def compiler_options(platform: str | None = None, vendor: str | None = None) -> 
     return {"xla_backend_optimization_level": 1} if vendor in O1_VENDORS else {}
 
 
-
 def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """This host's CPU vendor id from ``cpuinfo`` (Linux), e.g. ``AuthenticAMD``; None if unknown."""
     try:

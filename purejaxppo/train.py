@@ -211,9 +211,9 @@ def check_params(agent: Agent, params: Any) -> None:
     want_paths = [jax.tree_util.keystr(p) for p, _ in want]
     got_paths = [jax.tree_util.keystr(p) for p, _ in got]
     if want_paths != got_paths:
-        missing = sorted(set(want_paths) - set(got_paths)) or sorted(set(got_paths))
+        odd = sorted(set(want_paths) ^ set(got_paths)) or want_paths
         raise ValueError("state.params do not fit this config's networks (another structure: "
-                         f"{missing[0]} is not in both): was the state made with another config "
+                         f"{odd[0]} is not in both): was the state made with another config "
                          "or networks?")
     for (path, w), (_, g) in zip(want, got, strict=True):
         if tuple(np.shape(g)) != tuple(w.shape):

@@ -20,6 +20,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from purejaxppo.envs import gymnax as gymnax_adapter
 from purejaxppo.envs import suites
 from purejaxppo.envs.core import Adapter, Env, TimedState
@@ -147,9 +150,6 @@ def check_dynamics(env: Env) -> None:
     state of the same structure, shapes and dtypes as ``reset``'s (a step's state replaces a
     reset one where an episode ends). Run by :func:`make` for registered environments.
     """
-    import jax
-    import jax.numpy as jnp
-
     adapter, where = env.adapter, f"environment {env.env_id!r}"
     space, act = env.observation_space, env.action_space
     want_size = (1 if isinstance(space, Discrete) else len(space.nvec)
