@@ -304,6 +304,20 @@ def annealed_hparams(config: PPOConfig, hp: Hyperparams, updates_done: Array) ->
     return hp._replace(lr=hp.lr * jnp.maximum(1.0 - updates_done / config.num_updates, 0.0))
 
 
+def same_container(like: Any, tree: Any) -> Any:
+    """``tree``'s leaves in ``like``'s pytree structure, where the two differ only in their
+    mapping types: an update rule may build a plain dict from parameters held in a flax
+    ``FrozenDict``, and the train state keeps the type it was given."""
+    want = jax.tree.structure(like)
+    if jax.tree.structure(tree) == want or _paths(tree) != _paths(like):
+        return tree
+    return jax.tree.unflatten(want, jax.tree.leaves(tree))
+
+
+def _paths(tree: Any) -> list[str]:
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
 def guard_nonfinite(state: TrainState, new_params: dict, opt_state: Any,
                     metrics: dict[str, Array]) -> tuple[dict, Any, Array, Array]:
     """Stage 4: a NaN/Inf in the new parameters or the rule's metrics stops learning.
@@ -384,6 +398,7 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
     hp_now = annealed_hparams(config, hp, state.updates_done)
     new_params, opt_state, rule_metrics = make_rule(agent, switch).update(
         state.params, state.opt_state, batch, k_update, hp_now)
+    new_params = same_container(state.params, new_params)
     params, opt_state, finite, first_nonfinite = guard_nonfinite(state, new_params, opt_state,
                                                                  rule_metrics)
 

@@ -342,6 +342,13 @@ def random_order(key: Array, n: int) -> Array:
     return order
 
 
+def _leaf_layout(tree: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """Each leaf of ``tree`` as ``(path, shape)``: the same for a dict and a flax ``FrozenDict``
+    of the same arrays."""
+    return [(jax.tree_util.keystr(path), tuple(jnp.shape(leaf)))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
 def _ravel_like(tree: Any, params: dict) -> tuple[Any, Callable[[Any], Any]]:
     """Ravels every subtree of ``tree`` shaped like ``params`` (Adam's moments) into one vector.
 
@@ -349,10 +356,12 @@ def _ravel_like(tree: Any, params: dict) -> tuple[Any, Callable[[Any], Any]]:
         ``(raveled tree, inverse)``; the inverse restores the subtrees from vectors of the same
         layout (e.g. after optimizer steps on the raveled parameters).
     """
-    params_def = jax.tree.structure(params)
+    # Matched by leaf paths and shapes, not by container type: moments made from a dict still
+    # match parameters held in another mapping (a flax FrozenDict) with the same keys.
+    layout = _leaf_layout(params)
 
     def like_params(x: Any) -> bool:
-        return jax.tree.structure(x) == params_def
+        return _leaf_layout(x) == layout
 
     subtrees, outer = jax.tree.flatten(tree, is_leaf=like_params)
     raveled = [ravel_pytree(x) if like_params(x) else (x, None) for x in subtrees]

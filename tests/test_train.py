@@ -400,3 +400,26 @@ def test_hparams_of_another_type_and_params_of_another_config_are_refused():
     run = make_run(config)
     out, _ = jax.jit(jax.vmap(lambda s: run(s, hp, 1)))(states)
     assert out.updates_done.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("extra", [{}, {"update_rule": "trpo"}])
+def test_params_held_in_a_flax_frozendict_train_as_a_dict_does(extra):
+    """Before: Adam's moments (made from a dict) were not matched to FrozenDict params and the
+    optimizer failed with a TypeError; TRPO handed back a dict, which the guard's cond refused."""
+    from flax.core import FrozenDict
+
+    config = PPOConfig(**TINY, **extra)
+    hp = config.hyperparams()
+    state = make_init(config)(jax.random.key(0))
+    frozen = state._replace(params=FrozenDict(state.params))
+    run = make_run(config)
+    out, metrics = run(frozen, hp, 2)
+    plain, plain_metrics = run(state, hp, 2)
+    assert isinstance(out.params, FrozenDict)
+    assert isinstance(plain.params, dict) and not isinstance(plain.params, FrozenDict)
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(plain.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(jax.tree.leaves(out.params)[0]),
+                              np.asarray(jax.tree.leaves(frozen.params)[0]))
+    np.testing.assert_array_equal(np.asarray(metrics["policy_loss"]),
+                                  np.asarray(plain_metrics["policy_loss"]))
