@@ -208,8 +208,7 @@ def check_params(agent: Agent, params: Any) -> None:
     want = jax.tree_util.tree_flatten_with_path(expected)[0]
     got = jax.tree_util.tree_flatten_with_path(params)[0]
     # Compared by path, so that the message can name a parameter that is not in both.
-    want_paths = [jax.tree_util.keystr(p) for p, _ in want]
-    got_paths = [jax.tree_util.keystr(p) for p, _ in got]
+    want_paths, got_paths = _paths(expected), _paths(params)
     if want_paths != got_paths:
         odd = sorted(set(want_paths) ^ set(got_paths)) or want_paths
         raise ValueError("state.params do not fit this config's networks (another structure: "
@@ -315,6 +314,7 @@ def same_container(like: Any, tree: Any) -> Any:
 
 
 def _paths(tree: Any) -> list[str]:
+    """The path of each leaf of ``tree`` (``jax.tree_util.keystr``), in flattening order."""
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
