@@ -479,9 +479,10 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     Per seed: the train state (``jax.eval_shape`` of ``init``: parameters, optimiser state,
     environment states) twice (a scan's carry in and out), the rollout's transitions
     (observation and final observation, action, five scalars per step), its pre-drawn noise and
-    resets, the shuffled copy of the batch, the per-update metrics and (``eval_every``) the
-    evaluation episodes' environments; times 2 for XLA's temporaries. An estimate to refuse
-    impossible runs early, not an exact figure.
+    resets, the shuffled copy of the batch, the per-update metrics, PPO's per-epoch keys and
+    per-minibatch diagnostics (``update_epochs x num_minibatches``, stacked within an update) and
+    (``eval_every``) the evaluation episodes' environments; times 2 for XLA's temporaries. An
+    estimate to refuse impossible runs early, not an exact figure.
     """
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds={num_seeds!r} is invalid: must be a positive integer")
@@ -497,6 +498,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     per_update = 4 * (len(metric_names(config)) + 1)
     per_seed = (2 * state_bytes + steps * (2 * transition + 4 * env.action_size) + reset
                 + config.num_updates * per_update)
+    if config.update_rule == "ppo":  # a key per epoch, the diagnostics of every minibatch step
+        per_seed += config.update_epochs * (8 + 4 * config.num_minibatches
+                                            * len(PPO_METRICS))
     if config.eval_every:  # the evaluation episodes run side by side, one environment each
         per_seed += config.eval_episodes * eval_env_bytes(env)
     return 2 * num_seeds * per_seed

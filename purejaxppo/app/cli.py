@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import difflib
 import inspect
 import json
 import os
+import signal
 import sys
+import tempfile
 import textwrap
 import time
 import typing
@@ -37,6 +40,19 @@ if TYPE_CHECKING:
 
 PROG = "purejaxppo"
 EXIT_USAGE = 2
+_SIGNAL = [signal.SIGINT]
+"""The signal that interrupted this command: Ctrl-C's SIGINT, or SIGTERM (see :func:`main`)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stops the command as Ctrl-C does (what finished is saved)."""
+    _SIGNAL[0] = signal.Signals(signum)
+    raise KeyboardInterrupt
+
+
+def _interrupted_code() -> int:
+    """The shell's exit status of a command stopped by a signal: 128 + its number."""
+    return 128 + int(_SIGNAL[0])
 DEFAULT_CACHE = Path("~/.cache/purejaxppo/jax").expanduser()
 
 
@@ -310,11 +326,16 @@ def _default_out(env: str) -> Path:
     return path
 
 
-def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
-    """``(directory, replace_it)``, validated but not created yet."""
+def _out_dir(out: str | None, env: str, overwrite: bool, resumable: bool = True
+             ) -> tuple[Path, bool]:
+    """``(directory, replace_it)``, validated but not created yet (``resumable``: the command
+    has ``--resume``)."""
     if out is None:
         return _default_out(env), False
     path = Path(out)
+    if not out.strip() or path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise UsageError(f"--out {out!r} is the current directory or one above it; name a new "
+                         "directory for the run's outputs")
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"--out {out!r}: {str(parent)!r} is a file, not a directory; "
@@ -324,14 +345,29 @@ def _out_dir(out: str | None, env: str, overwrite: bool) -> tuple[Path, bool]:
     if not path.is_dir():
         raise UsageError(f"--out {out!r} is a file; choose a directory path")
     if not overwrite:
+        resume = f", --resume {out} to continue it," if resumable else ""
         raise UsageError(f"output directory {out!r} already exists; pass --overwrite to replace "
-                         f"it, --resume {out} to continue it, or choose another --out")
+                         f"it{resume} or choose another --out")
     from purejaxppo.app.outputs import CONFIG_FILE
 
     if any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
         raise UsageError(f"--out {out!r} is not empty and not a purejaxppo run directory (no "
                          f"{CONFIG_FILE}); --overwrite only replaces runs, choose another --out")
     return path, True
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Raises a :class:`UsageError` unless a file can be written at ``path`` (tried with a
+    scratch file beside it, removed at once)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a directory; name a file in it")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.resolve().parent, prefix=f".{path.name}.",
+                                         suffix=".check"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {str(path)!r}: its directory cannot be written "
+                         f"({e.strerror or e}); choose another path") from None
 
 
 def _algorithm(config: Any) -> str:
@@ -434,10 +470,11 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     def execute() -> int:
         try:
             return _train()
-        except Exception:
-            # A failure while training (an environment's error, a full disk): a new run keeps
-            # what it checkpointed (resumable) and otherwise leaves nothing; a resumed run is
-            # left as it was.
+        except BaseException:
+            # A failure while training (an environment's error, a full disk), or an interrupt
+            # before the training loop (while starting or compiling): a new run keeps what it
+            # checkpointed (resumable) and otherwise leaves nothing; a resumed run is left as it
+            # was.
             if held is not None and ns.resume is None:
                 if checkpoint.all_checkpoints(held.work):
                     rundir.commit(held)
@@ -497,7 +534,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
                     rundir.abandon(held)
                 print(f"{PROG}: interrupted before the first update finished; nothing was saved",
                       file=sys.stderr)
-            return 130
+            return _interrupted_code()
         finally:
             for logger in loggers:
                 logger.close()
@@ -564,12 +601,13 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
     settings = app_search.SearchSettings(method=ns.method, space=space,
                                          population=ns.population, **pbt_args)
     runs_at_once = ns.population * (options.num_seeds if ns.method == "random" else 1)
-    experiment.check_memory(config, runs_at_once)
+    experiment.check_memory(config, runs_at_once, "--population"
+                            + (", --num-seeds" if ns.method == "random" else ""))
     if distributed.several(_LAYOUT) and ns.out is None:
         raise UsageError("with several processes give --out DIR, the same on every process "
                          "(process 0 writes there)")
     writer = distributed.is_writer()
-    run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite) if writer
+    run_dir, replace = (_out_dir(ns.out, config.env, ns.overwrite, resumable=False) if writer
                         else (Path(ns.out or "."), False))
     held = rundir.claim(run_dir, replace) if writer else None
 
@@ -602,7 +640,7 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
             searched = app_search.run(config, options, settings)
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
-            return 130
+            return _interrupted_code()
         summary = app_search.write_outputs(run_dir, config, options, preset, settings, searched)
         print(app_search.summary_table(summary, held.final))
         return 0
@@ -643,6 +681,7 @@ def cmd_eval(argv: list[str]) -> Callable[[], int]:
             raise UsageError(f"--gif: {problem}")
         if not Path(ns.gif).resolve().parent.is_dir():
             raise UsageError(f"--gif {ns.gif!r}: its directory does not exist; create it first")
+        _check_writable(Path(ns.gif), "--gif")
     evaluated = 1 if ns.seed_index is not None else options.num_seeds
     experiment.check_eval_memory(config, ns.episodes * evaluated)
     loaded = evaluate.load(ns.run_dir, seed=None, update=ns.checkpoint)
@@ -702,6 +741,27 @@ def main(argv: list[str] | None = None) -> int:
     code 2; a failure while running is one line with exit code 1.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    _SIGNAL[0] = signal.SIGINT
+    previous = None
+    with contextlib.suppress(ValueError):  # only the main thread may set a handler
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM outside the places that save work (the training loop saves the
+        # last finished chunk itself): nothing of this command was kept.
+        print(f"{PROG}: interrupted; nothing new was saved", file=sys.stderr)
+        code = _interrupted_code()
+        if distributed.several(_LAYOUT) and _jax_started():
+            distributed.leave(code)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
+    """:func:`main` without its signal handling."""
     if argv and argv[0] in ("-h", "--help"):
         print(_usage())
         return 0

@@ -246,14 +246,14 @@ def _check_fits(needed: int, what: str, fix: str) -> None:
                             f"{available / 2**30:.1f} GiB is available; {fix}")
 
 
-def check_memory(config: PPOConfig, num_seeds: int) -> None:
+def check_memory(config: PPOConfig, num_seeds: int, runs_flag: str = "--num-seeds") -> None:
     """Refuses, before anything is compiled, a run that cannot fit in memory
-    (:func:`purejaxppo.train.memory_estimate`)."""
+    (:func:`purejaxppo.train.memory_estimate`); ``runs_flag`` names what sets ``num_seeds``."""
     _check_fits(memory_estimate(config, num_seeds),
                 f"training {num_seeds} seed{'s' if num_seeds > 1 else ''} of {config.num_envs} "
                 f"envs x {config.num_steps} steps with hidden sizes "
                 f"{list(config.hidden_sizes)}",
-                "lower --num-seeds, --num-envs, --num-steps, --hidden-sizes"
+                f"lower {runs_flag}, --num-envs, --num-steps, --hidden-sizes, --update-epochs"
                 + (" or --eval-episodes" if config.eval_every else ""))
 
 

@@ -144,6 +144,9 @@ def read_mapping_file(path: str | Path, what: str = "config file", flag: str = "
     except FileNotFoundError:
         raise SettingsError(f"{what} {str(path)!r} does not exist; check the path given "
                             f"to {flag}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{what} {str(path)!r} (given to {flag}) is not UTF-8 text; give "
+                            "a JSON or YAML file") from None
     except OSError as e:
         raise SettingsError(f"cannot read {what} {str(path)!r}: {e.strerror}; check the "
                             "path and its permissions") from None

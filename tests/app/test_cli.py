@@ -490,6 +490,18 @@ MORE_BAD_INPUTS = {
     "a billion evaluation episodes in training": (["--eval-every", "1", "--eval-episodes",
                                                    "1000000000", "--out", "bad"],
                                                   "or --eval-episodes"),
+    "out is the current directory": (["--out", ".", "--overwrite"],
+                                     "--out '.' is the current directory or one above it"),
+    "out is empty": (["--out", ""], "--out '' is the current directory or one above it"),
+    "out is a parent directory": (["--out", "..", "--overwrite"], "or one above it"),
+    "settings file not UTF-8": (["--config", "binary.json", "--out", "bad"],
+                                "config file 'binary.json' (given to --config) is not UTF-8"),
+    "a billion update epochs": (["--update-epochs", "1000000000", "--total-timesteps", "512",
+                                 "--out", "bad"], "--update-epochs"),
+    "eval gif into a directory": (["eval", "A", "--gif", "d.gif"],
+                                  "--gif 'd.gif' is a directory; name a file in it"),
+    "eval gif where nothing can be written": (["eval", "A", "--gif", "/sys/a.gif"],
+                                              "its directory cannot be written"),
     "resume a checkpoint of another config": (
         ["--resume", "M"], "needs float32[2, 32]: it was written for another config (resume or "
                            "evaluate it with the config.json it was trained with)"),
@@ -526,6 +538,8 @@ def bad_setup(run_a, run_c_started, work) -> Path:
     (work / "presetnum.json").write_text('{"preset": 5}')
     (work / "losslist.json").write_text('{"policy_loss": ["ppo_clip"]}')
     (work / "exitmod.py").write_text("import sys\nsys.exit(0)\n")
+    (work / "binary.json").write_bytes(b"\xff\xfe{}")
+    (work / "d.gif").mkdir()
     shutil.copytree(work / "A", work / "L")
     (work / "L" / "checkpoints" / "latest").unlink()
     (work / "L" / "checkpoints" / "latest").mkdir()

@@ -132,6 +132,10 @@ def test_random_search_ranks_samples_and_writes_a_best_config(searches, cli_env)
     (["--method", "random", "--space", "huge.json"], "choice 1000"),
     (["--method", "random", "--space", "losslist.json"],
      "space['policy_loss'] choice ['ppo_clip'] must be a policy loss name"),
+    (["--method", "random", "--space", "binary.json"],
+     "space file 'binary.json' (given to --space) is not UTF-8 text"),
+    (["--method", "pbt", "--space", "space.json", "--population", "100000000"],
+     "lower --population, --num-envs"),
 ])
 def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, args,
                                                          expected):
@@ -141,13 +145,29 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, capsys, monke
     (tmp_path / "list.yaml").write_text("- lr\n")
     (tmp_path / "huge.json").write_text('{"lr": ["choice", [1' + "0" * 400 + ']]}')
     (tmp_path / "losslist.json").write_text('{"policy_loss": ["choice", [["ppo_clip"]]]}')
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe{}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")  # leave this process's jax config alone
     code = cli.main(["search", *args, *TINY_FLAGS, "--out", "OUT"])
     captured = capsys.readouterr()
     assert_one_line_error(code, captured.out, captured.err, expected)
-    assert listing(tmp_path) == ["bad.json", "huge.json", "list.yaml", "losslist.json",
-                                 "space.json"]
+    assert listing(tmp_path) == ["bad.json", "binary.json", "huge.json", "list.yaml",
+                                 "losslist.json", "space.json"]
+
+
+def test_search_into_an_existing_directory_names_fixes_search_has(tmp_path, capsys, monkeypatch):
+    """``search`` has no ``--resume``: its message for an existing --out does not offer it."""
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    (tmp_path / "OUT").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")
+    code = cli.main(["search", "--method", "random", "--space", "space.json", *TINY_FLAGS,
+                     "--out", "OUT"])
+    captured = capsys.readouterr()
+    assert_one_line_error(code, captured.out, captured.err,
+                          "'OUT' already exists; pass --overwrite to replace it or choose another")
+    assert "--resume" not in captured.err
+    assert listing(tmp_path) == ["OUT", "space.json"]
 
 
 def test_a_yaml_space_reads_exponents_as_numbers(tmp_path):

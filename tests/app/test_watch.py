@@ -93,10 +93,12 @@ def uninterrupted(work, cli_env) -> Path:
     return work / "full"
 
 
-@pytest.mark.parametrize("tty", [False, True], ids=["no terminal", "terminal with bar"])
+@pytest.mark.parametrize("tty,sig", [(False, signal.SIGINT), (True, signal.SIGINT),
+                                     (False, signal.SIGTERM)],
+                         ids=["no terminal", "terminal with bar", "SIGTERM"])
 def test_ctrl_c_saves_the_work_and_the_resumed_run_equals_the_uninterrupted_one(
-        uninterrupted, work, cli_env, tty):
-    out = work / f"interrupted-{'tty' if tty else 'plain'}"
+        uninterrupted, work, cli_env, tty, sig):
+    out = work / f"interrupted-{'tty' if tty else 'plain'}-{sig.name}"
     proc, terminal = start(["train", "--out", out.name] + ([] if tty else ["--no-progress"]),
                            work, cli_env, tty)
     try:
@@ -107,7 +109,7 @@ def test_ctrl_c_saves_the_work_and_the_resumed_run_equals_the_uninterrupted_one(
             time.sleep(0.05)
         assert proc.poll() is None  # still training when the first rows were readable
         t0 = time.time()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         stopped_after = time.time() - t0
     finally:
@@ -116,7 +118,8 @@ def test_ctrl_c_saves_the_work_and_the_resumed_run_equals_the_uninterrupted_one(
     bar = drain(terminal)
     if terminal is not None:
         os.close(terminal)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and not (work / f".{out.name}.lock").exists()
     assert stopped_after < 10, stopped_after  # about a second on an idle machine
     line = err.strip().splitlines()[-1]
     assert "saved; continue with: purejaxppo train --resume" in line, err
@@ -130,6 +133,32 @@ def test_ctrl_c_saves_the_work_and_the_resumed_run_equals_the_uninterrupted_one(
     assert (out / "metrics.csv").read_text() == (uninterrupted / "metrics.csv").read_text()
     assert ((out / "checkpoints" / f"ckpt-{DEFAULT_ROWS:08d}.msgpack").read_bytes()
             == (uninterrupted / "checkpoints" / f"ckpt-{DEFAULT_ROWS:08d}.msgpack").read_bytes())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_an_interrupt_before_the_first_update_leaves_no_directory(work, cli_env, sig):
+    """Ctrl-C or SIGTERM while the run starts and compiles (its config.json already written,
+    the compilation cache off so that compiling takes seconds): one line, the signal's exit code,
+    and no run directory, lock or hidden new directory left behind."""
+    out = work / f"early-{sig.name}"
+    env = {**cli_env, "JAX_COMPILATION_CACHE_DIR": ""}
+    proc, _ = start(["train", "--out", out.name, "--no-progress", "--hidden-sizes", "24", "40"],
+                    work, env)
+    try:
+        deadline = time.time() + 120
+        while not (out / "config.json").exists() and time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        assert not (out / "metrics.csv").exists()  # not a single update finished yet
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip() == "purejaxppo: interrupted; nothing new was saved", err
+    assert not out.exists()
+    assert not [p.name for p in work.iterdir() if p.name.startswith(f".{out.name}")]
 
 
 def test_resuming_a_finished_run_changes_nothing(uninterrupted, work, cli_env):
