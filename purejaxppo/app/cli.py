@@ -628,7 +628,8 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
 
     def _search(run_dir: Path) -> int:
         app_search.start_outputs(run_dir, config, options, preset)
-        runs = (f"{ns.population} members" if ns.method == "pbt" else
+        runs = (f"{ns.population} member{'s' if ns.population > 1 else ''}"
+                if ns.method == "pbt" else
                 f"{ns.population} samples x {options.num_seeds} seed"
                 f"{'s' if options.num_seeds > 1 else ''}")
         print(f"Searching ({'PBT' if ns.method == 'pbt' else 'random search'}) "
@@ -815,7 +816,9 @@ def _main(argv: list[str]) -> int:
         for message in dict.fromkeys(str(w.message) for w in caught):
             print(f"{PROG}: warning: {message}", file=sys.stderr)
     try:
-        return execute()
+        with warnings.catch_warnings():  # a warning while running is one line too
+            warnings.showwarning = _show_warning
+            return execute()
     except (OSError, MemoryError) as e:  # the disk filled up, a file vanished, memory ran out
         text = getattr(e, "strerror", None) or str(e) or type(e).__name__
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
@@ -835,6 +838,12 @@ def _main(argv: list[str]) -> int:
         if distributed.several(_LAYOUT):
             distributed.leave(code)
         return code
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` while a command runs: ``purejaxppo: warning: MESSAGE``."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _first_line(e: BaseException) -> str:

@@ -192,3 +192,16 @@ def test_missing_space_file_in_a_real_subprocess(tmp_path, cli_env):
                           "space file 'missing.json' does not exist; check the path given to "
                           "--space")
     assert listing(tmp_path) == []
+
+
+def test_a_warning_while_searching_is_one_line_of_the_command(tmp_path, cli_env):
+    """A population of 1 on 2 devices runs on one (a library warning, raised while the search
+    runs): the command shows it as ``purejaxppo: warning: ...``, not Python's two-line form."""
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    proc = run_cli(["search", "--method", "pbt", "--space", "space.json", "--population", "1",
+                    "--local-devices", "2", *TINY_FLAGS, "--out", "OUT"], tmp_path, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["purejaxppo: warning: 1 runs (grid points x seeds) do not split evenly over "
+                     "2 devices: running on one device. Use a multiple of 2 runs to use all."], lines
+    assert "1 member x" in proc.stdout
