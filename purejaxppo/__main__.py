@@ -1,7 +1,5 @@
 """``python -m purejaxppo``: the ``purejaxppo`` command."""
 
-import sys
+from purejaxppo.app.cli import run
 
-from purejaxppo.app.cli import main
-
-sys.exit(main())
+run()

@@ -53,6 +53,10 @@ def _terminate(signum: int, frame: Any) -> None:
 def _interrupted_code() -> int:
     """The shell's exit status of a command stopped by a signal: 128 + its number."""
     return 128 + int(_SIGNAL[0])
+
+
+_SHOWN: set[str] = set()
+"""Warnings already shown to the user by this command (each is shown once)."""
 DEFAULT_CACHE = Path("~/.cache/purejaxppo/jax").expanduser()
 
 
@@ -743,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     _SIGNAL[0] = signal.SIGINT
+    _SHOWN.clear()
     previous = None
     with contextlib.suppress(ValueError):  # only the main thread may set a handler
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -815,6 +820,7 @@ def _main(argv: list[str]) -> int:
     if distributed.is_writer():
         for message in dict.fromkeys(str(w.message) for w in caught):
             print(f"{PROG}: warning: {message}", file=sys.stderr)
+            _SHOWN.add(message)
     try:
         with warnings.catch_warnings():  # a warning while running is one line too
             warnings.showwarning = _show_warning
@@ -842,8 +848,11 @@ def _main(argv: list[str]) -> int:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` while a command runs: ``purejaxppo: warning: MESSAGE``."""
-    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+    """``warnings.showwarning`` while a command runs: ``purejaxppo: warning: MESSAGE``, once
+    (a setting's warning raised again while running is not repeated)."""
+    if str(message) not in _SHOWN:
+        _SHOWN.add(str(message))
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _first_line(e: BaseException) -> str:
@@ -865,5 +874,20 @@ def _failure(e: BaseException) -> str:
             "whole traceback")
 
 
+def run() -> NoReturn:
+    """The ``purejaxppo`` console script: :func:`main`, then exit with its code.
+
+    After an interrupt the process ends at once (``os._exit``, its output flushed; everything it
+    saved is already written and closed): XLA cannot cancel a computation, and one still running
+    on its threads when the interpreter tears down can abort the process.
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM) and _jax_started():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

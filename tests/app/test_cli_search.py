@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -196,12 +200,41 @@ def test_missing_space_file_in_a_real_subprocess(tmp_path, cli_env):
 
 def test_a_warning_while_searching_is_one_line_of_the_command(tmp_path, cli_env):
     """A population of 1 on 2 devices runs on one (a library warning, raised while the search
-    runs): the command shows it as ``purejaxppo: warning: ...``, not Python's two-line form."""
+    runs): the command shows it as ``purejaxppo: warning: ...``, not Python's two-line form. A
+    budget that is not whole rollouts warns while the input is checked and again while running:
+    shown once."""
     (tmp_path / "space.json").write_text(json.dumps(SPACE))
     proc = run_cli(["search", "--method", "pbt", "--space", "space.json", "--population", "1",
-                    "--local-devices", "2", *TINY_FLAGS, "--out", "OUT"], tmp_path, cli_env)
+                    "--local-devices", "2", *TINY_FLAGS, "--total-timesteps", "2100",
+                    "--out", "OUT"], tmp_path, cli_env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["purejaxppo: warning: 1 runs (grid points x seeds) do not split evenly over "
+    assert lines == ["purejaxppo: warning: total_timesteps=2100 is not a multiple of num_envs * "
+                     "num_steps = 256: training runs 8 updates = 2048 steps",
+                     "purejaxppo: warning: 1 runs (grid points x seeds) do not split evenly over "
                      "2 devices: running on one device. Use a multiple of 2 runs to use all."], lines
     assert "1 member x" in proc.stdout
+
+
+def test_ctrl_c_while_searching_ends_with_one_line_and_no_directory(tmp_path, cli_env):
+    """Ctrl-C while the search's program runs (it cannot be cancelled on its threads): one line,
+    exit 130, no directory, and no abort while the process ends."""
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    proc = subprocess.Popen([sys.executable, "-m", "purejaxppo", "search", "--method", "random",
+                             "--space", "space.json", "--population", "4",
+                             "--total-timesteps", "4096000", "--out", "OUT"],
+                            cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().startswith("Searching (random search)")
+        time.sleep(4)  # compiling, then running
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["purejaxppo: interrupted"], err
+    assert listing(tmp_path) == ["space.json"]
