@@ -360,6 +360,22 @@ def _out_dir(out: str | None, env: str, overwrite: bool, resumable: bool = True
     return path, True
 
 
+UNUSED_SETTINGS = {"trpo": ("policy_loss", "ent_coef", "kl_target", "kl_beta_init"),
+                   "ppo": ("max_kl",)}
+"""Settings an update rule does not read: TRPO maximises the importance-ratio surrogate under
+its KL limit with no entropy bonus (:mod:`purejaxppo.trpo`); PPO has no KL limit."""
+
+
+def _warn_unused(update_rule: str, named: set[str]) -> None:
+    """Warns when the user named settings that ``update_rule`` ignores."""
+    unused = [k for k in UNUSED_SETTINGS.get(update_rule, ()) if k in named]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        one = len(unused) == 1
+        warnings.warn(f"{flags} {'is' if one else 'are'} not used by --update-rule "
+                      f"{update_rule}; drop {'it' if one else 'them'}", stacklevel=2)
+
+
 def _check_writable(path: Path, flag: str) -> None:
     """Raises a :class:`UsageError` unless a file can be written at ``path`` (tried with a
     scratch file beside it, removed at once)."""
@@ -461,6 +477,7 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
+        _warn_unused(config.update_rule, {*given, *(file_settings or {})})
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
         if ns.seed_index is not None:
             options = _one_seed_of(options, ns.seed_index, several)

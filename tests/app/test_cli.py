@@ -301,6 +301,25 @@ def test_gif_drawn_by_an_adapter_and_one_that_cannot_draw(tmp_path):
         envs.unregister("Corridor-test")
 
 
+def test_settings_the_update_rule_ignores_are_named_in_a_warning(run_c_started, work, cli_env):
+    """TRPO reads no policy loss or entropy bonus: naming them (by flag or in a settings file)
+    trains as asked, with one warning line; PPO has no KL limit."""
+    run_c_started.result()
+    (work / "trpo.json").write_text('{"ent_coef": 0.01}')
+    proc = run_cli(["train", *TINY_FLAGS, "--update-rule", "trpo", "--policy-loss", "kl_penalty",
+                    "--config", "trpo.json", "--no-progress", "--out", "TRPO-UNUSED"], work,
+                   cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "purejaxppo: warning: --policy-loss, --ent-coef are not used by --update-rule trpo; "
+        "drop them"], proc.stderr
+    proc = run_cli(["train", *TINY_FLAGS, "--max-kl", "0.02", "--no-progress",
+                    "--out", "PPO-UNUSED"], work, cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "purejaxppo: warning: --max-kl is not used by --update-rule ppo; drop it"], proc.stderr
+
+
 def test_diverging_run_exits_with_the_first_bad_update(run_c_started, work, cli_env):
     """A deliberately exploding configuration: exit 1, the first NaN update named, params kept.
 
