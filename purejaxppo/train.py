@@ -479,8 +479,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     Per seed: the train state (``jax.eval_shape`` of ``init``: parameters, optimiser state,
     environment states) twice (a scan's carry in and out), the rollout's transitions
     (observation and final observation, action, five scalars per step), its pre-drawn noise and
-    resets, the shuffled copy of the batch, the per-update metrics, PPO's per-epoch keys and
-    per-minibatch diagnostics (``update_epochs x num_minibatches``, stacked within an update) and
+    resets, the shuffled copy of the batch, the per-update metrics, the minibatch epochs' keys
+    and per-step diagnostics (``update_epochs x num_minibatches``, stacked within an update: PPO's
+    six, the value loss of TRPO's critic) and
     (``eval_every``) the evaluation episodes' environments; times 2 for XLA's temporaries. An
     estimate to refuse impossible runs early, not an exact figure.
     """
@@ -498,9 +499,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     per_update = 4 * (len(metric_names(config)) + 1)
     per_seed = (2 * state_bytes + steps * (2 * transition + 4 * env.action_size) + reset
                 + config.num_updates * per_update)
-    if config.update_rule == "ppo":  # a key per epoch, the diagnostics of every minibatch step
-        per_seed += config.update_epochs * (8 + 4 * config.num_minibatches
-                                            * len(PPO_METRICS))
+    # A key per epoch and the diagnostics of every minibatch step (TRPO's critic: its loss).
+    per_step = len(PPO_METRICS) if config.update_rule == "ppo" else 1
+    per_seed += config.update_epochs * (8 + 4 * config.num_minibatches * per_step)
     if config.eval_every:  # the evaluation episodes run side by side, one environment each
         per_seed += config.eval_episodes * eval_env_bytes(env)
     return 2 * num_seeds * per_seed
