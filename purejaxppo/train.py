@@ -39,6 +39,7 @@ from purejaxppo.update import (
     Batch,
     PolicyLossSwitch,
     UpdateRule,
+    leaf_layout,
     make_ppo_rule,
 )
 
@@ -315,7 +316,7 @@ def same_container(like: Any, tree: Any) -> Any:
 
 def _paths(tree: Any) -> list[str]:
     """The path of each leaf of ``tree`` (``jax.tree_util.keystr``), in flattening order."""
-    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return [path for path, _ in leaf_layout(tree)]
 
 
 def guard_nonfinite(state: TrainState, new_params: dict, opt_state: Any,
@@ -481,9 +482,9 @@ def memory_estimate(config: PPOConfig, num_seeds: int = 1, networks: Networks | 
     (observation and final observation, action, five scalars per step), its pre-drawn noise and
     resets, the shuffled copy of the batch, the per-update metrics, the minibatch epochs' keys
     and per-step diagnostics (``update_epochs x num_minibatches``, stacked within an update: PPO's
-    six, the value loss of TRPO's critic) and
-    (``eval_every``) the evaluation episodes' environments; times 2 for XLA's temporaries. An
-    estimate to refuse impossible runs early, not an exact figure.
+    six, the value loss of TRPO's critic) and (``eval_every``) the evaluation episodes'
+    environments; times 2 for XLA's temporaries. An estimate to refuse impossible runs early, not
+    an exact figure.
     """
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ValueError(f"num_seeds={num_seeds!r} is invalid: must be a positive integer")

@@ -342,7 +342,7 @@ def random_order(key: Array, n: int) -> Array:
     return order
 
 
-def _leaf_layout(tree: Any) -> list[tuple[str, tuple[int, ...]]]:
+def leaf_layout(tree: Any) -> list[tuple[str, tuple[int, ...]]]:
     """Each leaf of ``tree`` as ``(path, shape)``: the same for a dict and a flax ``FrozenDict``
     of the same arrays."""
     return [(jax.tree_util.keystr(path), tuple(jnp.shape(leaf)))
@@ -358,10 +358,10 @@ def _ravel_like(tree: Any, params: dict) -> tuple[Any, Callable[[Any], Any]]:
     """
     # Matched by leaf paths and shapes, not by container type: moments made from a dict still
     # match parameters held in another mapping (a flax FrozenDict) with the same keys.
-    layout = _leaf_layout(params)
+    layout = leaf_layout(params)
 
     def like_params(x: Any) -> bool:
-        return _leaf_layout(x) == layout
+        return leaf_layout(x) == layout
 
     subtrees, outer = jax.tree.flatten(tree, is_leaf=like_params)
     raveled = [ravel_pytree(x) if like_params(x) else (x, None) for x in subtrees]

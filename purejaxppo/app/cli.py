@@ -545,16 +545,12 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
         try:
             outcome = experiment.train(config, options, begin, work, progress, loggers)
         except experiment.Interrupted as stop:
-            if stop.saved:
-                rundir.commit(held)
-                print(f"{PROG}: interrupted after {stop.done:,} of {config.num_updates:,} "
-                      f"updates, saved; continue with: {PROG} train --resume {final}",
-                      file=sys.stderr)
-            else:
-                if ns.resume is None:
-                    rundir.abandon(held)
-                print(f"{PROG}: interrupted before the first update finished; nothing was saved",
-                      file=sys.stderr)
+            if not stop.saved:  # nothing kept: as an interrupt before training (execute, main)
+                raise KeyboardInterrupt from None
+            rundir.commit(held)
+            print(f"{PROG}: interrupted after {stop.done:,} of {config.num_updates:,} "
+                  f"updates, saved; continue with: {PROG} train --resume {final}",
+                  file=sys.stderr)
             return _interrupted_code()
         finally:
             for logger in loggers:
@@ -658,11 +654,7 @@ def cmd_search(argv: list[str]) -> Callable[[], int]:
               f"({f'preset {preset}' if preset else 'no preset'}), {runs} x "
               f"{config.num_updates:,} updates of {config.batch_size:,} steps -> {held.final}/",
               flush=True)
-        try:
-            searched = app_search.run(config, options, settings)
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted", file=sys.stderr)
-            return _interrupted_code()
+        searched = app_search.run(config, options, settings)  # Ctrl-C: main says it
         summary = app_search.write_outputs(run_dir, config, options, preset, settings, searched)
         print(app_search.summary_table(summary, held.final))
         return 0
@@ -835,9 +827,8 @@ def _main(argv: list[str]) -> int:
     if distributed.several(_LAYOUT):
         distributed.barrier("purejaxppo-input-checked")  # before process 0 writes anything
     if distributed.is_writer():
-        for message in dict.fromkeys(str(w.message) for w in caught):
-            print(f"{PROG}: warning: {message}", file=sys.stderr)
-            _SHOWN.add(message)
+        for w in caught:
+            _show_warning(w.message, w.category, w.filename, w.lineno)
     try:
         with warnings.catch_warnings():  # a warning while running is one line too
             warnings.showwarning = _show_warning
@@ -865,9 +856,10 @@ def _main(argv: list[str]) -> int:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """``warnings.showwarning`` while a command runs: ``purejaxppo: warning: MESSAGE``, once
-    (a setting's warning raised again while running is not repeated)."""
-    if str(message) not in _SHOWN:
+    """``warnings.showwarning`` of a command: ``purejaxppo: warning: MESSAGE``, each message
+    once (a setting's warning, raised while checking the input, may be raised again while
+    running)."""
+    if distributed.is_writer() and str(message) not in _SHOWN:  # process 0 speaks
         _SHOWN.add(str(message))
         print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 

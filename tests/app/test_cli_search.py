@@ -236,5 +236,5 @@ def test_ctrl_c_while_searching_ends_with_one_line_and_no_directory(tmp_path, cl
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["purejaxppo: interrupted"], err
+    assert err.strip().splitlines() == ["purejaxppo: interrupted; nothing new was saved"], err
     assert listing(tmp_path) == ["space.json"]
