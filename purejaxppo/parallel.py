@@ -161,14 +161,19 @@ def seed_sharding(num_runs: int) -> NamedSharding | None:
     """
     if jax.process_count() > 1:
         if num_runs % jax.device_count():
-            raise ValueError(f"{num_runs} runs do not split evenly over the {jax.device_count()} "
-                             f"devices of {jax.process_count()} processes; use a multiple of "
-                             f"{jax.device_count()}")
+            raise ValueError(f"{runs_phrase(num_runs)} cannot be split evenly over the "
+                             f"{jax.device_count()} devices of {jax.process_count()} processes; "
+                             f"use a multiple of {jax.device_count()}")
         return NamedSharding(Mesh(np.asarray(jax.devices()), ("seed",)), PartitionSpec("seed"))
     devices = dividing_devices(num_runs, jax.local_devices())
     if len(devices) == 1:
         return None
     return NamedSharding(Mesh(np.asarray(devices), ("seed",)), PartitionSpec("seed"))
+
+
+def runs_phrase(num_runs: int) -> str:
+    """``"1 run"`` or ``"N runs"``, for messages about a number of runs."""
+    return f"{num_runs} run" if num_runs == 1 else f"{num_runs} runs"
 
 
 def _is_key(x: Any) -> bool:

@@ -30,6 +30,7 @@ from purejaxppo.parallel import (
     device_mesh,
     dividing_devices,
     runs_per_batch,
+    runs_phrase,
     shard_runs,
     vmap_in_batches,
 )
@@ -184,8 +185,8 @@ def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
     """
     if mesh is not None:
         if num_runs % mesh.size:
-            raise ValueError(f"{num_runs} runs (grid points x seeds) do not split evenly over "
-                             f"the {mesh.size} devices of the mesh")
+            raise ValueError(f"{runs_phrase(num_runs)} (grid points x seeds) cannot be split "
+                             f"evenly over the {mesh.size} devices of the mesh")
         return mesh
     n = jax.device_count()
     if n == 1:
@@ -196,8 +197,8 @@ def choose_mesh(num_runs: int, mesh: Mesh | None) -> Mesh | None:
     devices = jax.devices()[:1] if jax.process_count() > 1 else dividing_devices(num_runs,
                                                                                  jax.devices())
     where = "one device" if len(devices) == 1 else f"{len(devices)} of them"
-    warnings.warn(f"{num_runs} runs (grid points x seeds) do not split evenly over {n} "
-                  f"devices: running on {where}. Use a multiple of {n} runs to use all.",
+    warnings.warn(f"{runs_phrase(num_runs)} (grid points x seeds) cannot be split evenly over "
+                  f"{n} devices: running on {where}. Use a multiple of {n} runs to use all.",
                   stacklevel=3)
     return None if len(devices) == 1 else Mesh(np.asarray(devices), ("batch",))
 

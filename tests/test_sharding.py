@@ -75,7 +75,8 @@ def test_sharded_sweep_equals_unsharded_sweep_and_vmapped_init_does_not_deadlock
         try:
             sweep(config, seeds=3, mesh=Mesh(np.asarray(jax.devices()), ("b",)))
         except ValueError as e:
-            assert "do not split evenly over the 4 devices" in str(e), e
+            expected = "3 runs (grid points x seeds) cannot be split evenly over the 4 devices"
+            assert expected in str(e), e
         else:
             raise AssertionError("expected a ValueError for 3 runs on 4 devices")
         from purejaxppo.sweeps import choose_mesh

@@ -72,6 +72,10 @@ def flatten(space: Space, obs: Array) -> Array:
     Box: flattened in C order (MinAtar's 10x10xC grid becomes 100*C features; a network can
     restore the grid with ``space.shape``). Discrete ``k``: the one-hot vector ``e_k``.
     MultiDiscrete: the concatenated one-hot vectors of its factors.
+
+    An index outside ``[0, n)`` has no one-hot vector and becomes the zero vector (as in
+    ``jax.nn.one_hot``): a compiled program cannot stop on a traced value, so an environment must
+    keep its observations inside its space.
     """
     if isinstance(space, Discrete):
         return jax.nn.one_hot(jnp.reshape(obs, ()), space.n, dtype=jnp.float32)

@@ -211,7 +211,7 @@ def test_a_warning_while_searching_is_one_line_of_the_command(tmp_path, cli_env)
     lines = proc.stderr.strip().splitlines()
     assert lines == ["purejaxppo: warning: total_timesteps=2100 is not a multiple of num_envs * "
                      "num_steps = 256: training runs 8 updates = 2048 steps",
-                     "purejaxppo: warning: 1 runs (grid points x seeds) do not split evenly over "
+                     "purejaxppo: warning: 1 run (grid points x seeds) cannot be split evenly over "
                      "2 devices: running on one device. Use a multiple of 2 runs to use all."], lines
     assert "1 member x" in proc.stdout
 

@@ -188,7 +188,8 @@ def test_bad_input_under_several_processes_ends_each_with_one_line(tmp_path, env
     with Group(commands, [env] * 2, tmp_path / "logs", cwd=tmp_path) as group:
         results = group.wait(120, settle_s=2)
     assert time.monotonic() - start < 100
-    expected = "3 runs do not split evenly over the 4 devices of 2 processes; use a multiple of 4"
+    expected = ("3 runs cannot be split evenly over the 4 devices of 2 processes; use a multiple "
+                "of 4")
     assert results[0].code == 2, results[0]
     one_line(results[0], expected)
     # Process 0 waits a moment before taking the coordinator away, so process 1 normally reports
