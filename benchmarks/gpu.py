@@ -7,11 +7,12 @@
 
 Rows: CartPole-v1 with 1, 256 and 2048 seeds; Breakout-MinAtar's preset (the CNN) with 1 and 64
 seeds; one Brax environment (``brax:halfcheetah``) with 2048 environments, when the Brax extra is
-installed and ``purejaxppo.envs.make("brax:halfcheetah")`` succeeds; the GRU policy (CartPole-v1,
-256 seeds), when a network named ``"gru"`` is registered. A row whose requirement is missing is
-skipped with its reason, printed and recorded. The budgets (about 7e8 env steps in all, 5e8 of
-them the 2048 CartPole seeds) are meant to fit in 8 minutes on one modern GPU, compile times included (not
-yet measured on one: ``benchmarks/NOTES.md`` has the figures recorded so far).
+installed and ``purejaxppo.envs.make("brax:halfcheetah")`` succeeds (``--smoke`` runs that row on
+``brax:inverted_pendulum``: the same code path, compiled in a fraction of the time); the GRU policy
+(CartPole-v1, 256 seeds), when a network named ``"gru"`` is registered. A row whose requirement is
+missing is skipped with its reason, printed and recorded. The budgets (about 7e8 env steps in all,
+5e8 of them the 2048 CartPole seeds) are meant to fit in 8 minutes on one modern GPU, compile times
+included (not yet measured on one: ``benchmarks/NOTES.md`` has the figures recorded so far).
 
 Reports compile time, run time, aggregate env steps/s, the device's peak memory and the mean final
 return (``purejaxppo.metrics.final_return``), prints the table and writes ``gpu.{json,md}``
@@ -44,6 +45,8 @@ from benchmarks.common import (
 from purejaxppo import PPOConfig, make_train
 
 BRAX_ENV = "brax:halfcheetah"
+BRAX_SMOKE_ENV = "brax:inverted_pendulum"
+"""The Brax row's env with ``--smoke``: the same code path at a fraction of the compile time."""
 BRAX_CONFIG = dict(num_envs=2048, num_steps=32, update_epochs=4, num_minibatches=32,
                    hidden_sizes=(256, 256), activation="relu", lr=3e-4, gamma=0.99,
                    normalize_obs=True, normalize_reward=True, anneal_lr=False)
@@ -97,6 +100,8 @@ class Case(NamedTuple):
     """Builds the config from overrides; None: ``env``'s preset."""
     missing: Callable[[], str | None] | None = None
     """Why the row cannot run here (None: it can)."""
+    smoke_env: str | None = None
+    """The env that runs in its place with ``--smoke`` (None: ``env``)."""
 
 
 CASES = [
@@ -105,7 +110,8 @@ CASES = [
     Case("CartPole-v1", "CartPole-v1", 2048, 488, 10, 4),
     Case("Breakout-MinAtar", "Breakout-MinAtar", 1, 100, 5, 1),
     Case("Breakout-MinAtar", "Breakout-MinAtar", 64, 40, 2, 2),
-    Case(f"{BRAX_ENV} (2048 envs)", BRAX_ENV, 1, 50, 5, 1, brax_config, brax_missing),
+    Case(f"{BRAX_ENV} (2048 envs)", BRAX_ENV, 1, 50, 5, 1, brax_config, brax_missing,
+         BRAX_SMOKE_ENV),
     Case("CartPole-v1, GRU policy", "CartPole-v1", 256, 488, 10, 2, gru_config, gru_missing),
 ]
 SMOKE_UPDATES = 2
@@ -124,7 +130,7 @@ def run(case: Case, seeds: int, updates: int, overrides: dict | None = None) -> 
     stats = jax.devices()[0].memory_stats() or {}
     final = finals(result.metrics["episode_return"])
     return {
-        "row": case.label, "env": case.env, "network": config.network, "seeds": seeds,
+        "row": case.label, "env": config.env, "network": config.network, "seeds": seeds,
         "num_envs": config.num_envs, "updates": config.num_updates,
         "compile_s": round(compile_s, 2), "run_s": round(run_s, 3),
         "steps_per_s": seeds * config.num_updates * config.batch_size / run_s,
@@ -177,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         updates = (SMOKE_UPDATES if args.smoke else case.quick_updates if args.quick
                    else case.updates)
-        row = run(case, seeds, updates, SMOKE_OVERRIDES if args.smoke else None)
+        overrides = None
+        if args.smoke:
+            overrides = {**SMOKE_OVERRIDES, **({"env": case.smoke_env} if case.smoke_env else {})}
+        row = run(case, seeds, updates, overrides)
         rows.append(row)
         print(row, flush=True)
     total_s = time.perf_counter() - start

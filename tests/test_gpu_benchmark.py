@@ -37,6 +37,9 @@ def test_smoke_run_writes_every_row_or_its_reason(tmp_path):
         assert s["reason"] and f"skipped {s['row']}: {s['reason']}" in proc.stdout
         assert f"Skipped {s['row']}: {s['reason']}." in table
     assert "final return" in table and table.count("| CartPole-v1 |") == 3
+    # The Brax row (when it ran) ran its smoke env under its own label.
+    brax_rows = [r for r in payload["rows"] if r["row"].startswith(gpu.BRAX_ENV)]
+    assert all(r["env"] == gpu.BRAX_SMOKE_ENV for r in brax_rows), brax_rows
 
 
 def test_optional_rows_follow_what_is_installed(monkeypatch):

@@ -16,7 +16,8 @@ TIMEOUT_S = 300
 
 PRELUDE = f"""
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={DEVICES}"
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count={DEVICES} "
+                           "--xla_backend_optimization_level=1")  # as conftest.py
 import warnings
 import jax
 import jax.numpy as jnp

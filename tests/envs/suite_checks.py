@@ -32,9 +32,10 @@ def zero_action(env: Env, batch: tuple[int, ...] = ()) -> jax.Array:
     return jnp.zeros((*batch, env.action_size), jnp.float32)
 
 
-def check_reset_and_step(env_id: str, action_space: spaces.Space) -> Env:
+def check_reset_and_step(env_id: str, action_space: spaces.Space) -> tuple[Env, list[Any]]:
     """``make`` maps the spaces; ``reset``/``step`` run under ``jit`` and ``vmap`` with flat
-    float32 observations, float32 rewards and bool flags."""
+    float32 observations, float32 rewards and bool flags. Returns the env and its 3 resets,
+    unbatched (``(obs, state)`` each), for the checks that follow."""
     env = envs.make(env_id)
     assert env.action_space == action_space, env.action_space
     keys = jax.random.split(jax.random.key(0), 3)
@@ -46,19 +47,24 @@ def check_reset_and_step(env_id: str, action_space: spaces.Space) -> Env:
     assert next_obs.shape == final_obs.shape == (3, env.obs_size)
     assert reward.dtype == jnp.float32 and reward.shape == (3,)
     assert terminated.dtype == truncated.dtype == jnp.bool_
-    return env
+    return env, [jax.tree.map(lambda x, i=i: x[i], (obs, state)) for i in range(3)]
 
 
-def check_truncation_keeps_final_obs(env: Env, at_limit: Any, action: jax.Array | None = None
-                                     ) -> None:
+def check_truncation_keeps_final_obs(env: Env, at_limit: Any, reset: Any,
+                                     action: jax.Array | None = None) -> None:
     """A state one step before the time limit: the step truncates (not terminates), ``final_obs``
-    is the adapter's own next observation, the returned one the pre-drawn reset's."""
+    is the adapter's own next observation, the returned one the pre-drawn ``reset``'s (another
+    episode's ``(obs, state)`` than ``at_limit``'s)."""
     action = zero_action(env) if action is None else action
     key = jax.random.key(3)
-    reset = env.reset(jax.random.key(11))
-    obs, _, _, terminated, truncated, final_obs = jax.jit(env.step)(key, at_limit, action, reset)
     inner = at_limit.inner if env.time_limit is not None else at_limit
-    want = env.flatten(jax.jit(env.adapter.transition)(key, inner, action)[0])
+
+    @jax.jit
+    def step_and_transition():  # one program: the step, and the adapter's own transition
+        return env.step(key, at_limit, action, reset), env.adapter.transition(key, inner, action)
+
+    (obs, _, _, terminated, truncated, final_obs), transition = step_and_transition()
+    want = env.flatten(transition[0])
     assert bool(truncated) and not bool(terminated)
     np.testing.assert_array_equal(final_obs, want)
     np.testing.assert_array_equal(obs, reset[0])

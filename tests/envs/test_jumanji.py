@@ -26,14 +26,14 @@ require_suite("jumanji", "jumanji")
 def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs():
     """Snake ends at its time_limit with discount 0 (as a termination): the protocol enforces its
     limit instead, as a truncation."""
-    env = check_reset_and_step("jumanji:Snake-v1", spaces.Discrete(4))
+    env, resets = check_reset_and_step("jumanji:Snake-v1", spaces.Discrete(4))
     assert env.masked and env.time_limit == 4000
     assert env.obs_size == 12 * 12 * 5 + 1  # grid and step count; the mask taken out
-    _, state = env.reset(jax.random.key(0))
+    _, state = resets[0]
     mask = np.asarray(env.action_mask(state))
     np.testing.assert_array_equal(mask, np.asarray(state.inner.action_mask))
     valid = jnp.argmax(mask)  # a move that does not bite the body
-    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state), valid)
+    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state), resets[1], valid)
     # Far past Snake's own limit, its clock no longer ends the episode.
     late = state._replace(inner=state.inner._replace(
         env_state=state.inner.env_state.replace(step_count=jnp.asarray(5000))))
@@ -41,9 +41,9 @@ def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs(
 
 
 def test_minesweeper_joint_mask_becomes_one_discrete_over_the_cells():
-    env = check_reset_and_step("jumanji:Minesweeper-v0", spaces.Discrete(100))
+    env, resets = check_reset_and_step("jumanji:Minesweeper-v0", spaces.Discrete(100))
     assert env.masked and env.adapter.joint_nvec == (10, 10)
-    _, state = env.reset(jax.random.key(0))
+    _, state = resets[0]
     # Action 37 is cell (3, 7): after it, that cell is revealed and masked out.
     out = env.adapter.transition(jax.random.key(1), state, jnp.asarray(37))
     assert bool(env.action_mask(state)[37]) and not bool(out[1].action_mask[37])
@@ -75,7 +75,7 @@ def test_jumanji_trains_and_evaluates_and_bad_names_are_named():
 def test_masks_per_agent_mask_each_factor_of_a_multidiscrete_space():
     """Cleaner: 3 agents x 4 moves, one scalar reward, a mask per agent: a factorised policy whose
     factors are masked by their own rows; sampled actions are valid for every agent."""
-    env = check_reset_and_step("jumanji:Cleaner-v0", spaces.MultiDiscrete((4, 4, 4)))
+    env, resets = check_reset_and_step("jumanji:Cleaner-v0", spaces.MultiDiscrete((4, 4, 4)))
     assert env.masked and env.action_size == 12
     config = PPOConfig(env="jumanji:Cleaner-v0", hidden_sizes=(16,))
     nets = netlib.make_networks(env, config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from conftest import require_suite
@@ -22,11 +21,12 @@ require_suite("navix", "navix")
 
 
 def test_navix_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
-    env = check_reset_and_step("navix:Navix-Empty-5x5-v0", spaces.Discrete(7))
+    env, resets = check_reset_and_step("navix:Navix-Empty-5x5-v0", spaces.Discrete(7))
     assert env.obs_shape == (5, 5, 3) and env.adapter.episode_limit == 100
-    _, state = env.reset(jax.random.key(0))
+    _, state = resets[0]
     # Action 1 turns without moving: the episode cannot reach the goal at this step.
-    check_truncation_keeps_final_obs(env, state.replace(t=jnp.asarray(99)), jnp.asarray(1))
+    check_truncation_keeps_final_obs(env, state.replace(t=jnp.asarray(99)), resets[1],
+                                     jnp.asarray(1))
     check_trains_and_evaluates("navix:Navix-Empty-5x5-v0")
 
 

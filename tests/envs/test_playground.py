@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
 from conftest import require_suite
 from suite_checks import (
@@ -21,10 +20,10 @@ require_suite("mujoco_playground", "playground")
 
 
 def test_cartpole_balance_truncates_at_its_episode_length_with_the_final_obs_and_trains():
-    env = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))
+    env, resets = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))
     assert env.time_limit == 1000 and env.obs_size == 5
-    _, state = env.reset(jax.random.key(0))
-    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state))
+    _, state = resets[0]
+    check_truncation_keeps_final_obs(env, at_protocol_limit(env, state), resets[1])
     check_trains_and_evaluates("playground:CartpoleBalance")
 
 
