@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,26 @@ from purejaxppo.envs import Box, Discrete
 # JAX starts its backend, which no import above does; subprocesses inherit it.
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]).strip()
+
+# Many tests compile a program another test (or another process: the command line's
+# subprocesses, the other pytest-xdist worker) has compiled already, from a new closure that
+# jax's in-memory cache cannot match: one persistent compilation cache for the whole session
+# reads it back instead. The first process (pytest itself, which starts the xdist workers) makes
+# a fresh folder and removes it at the end (pytest_unconfigure); the workers and every
+# subprocess inherit it through the environment. A program is cached from 0.5 s of compiling.
+_CACHE_VARIABLE = "PUREJAXPPO_TESTS_XLA_CACHE"
+_OWN_CACHE = _CACHE_VARIABLE not in os.environ
+if _OWN_CACHE:
+    os.environ[_CACHE_VARIABLE] = tempfile.mkdtemp(prefix="purejaxppo-tests-xla-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_CACHE_VARIABLE]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_VARIABLE])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ[_CACHE_VARIABLE], ignore_errors=True)
 
 
 def require_suite(package: str, extra: str) -> None:

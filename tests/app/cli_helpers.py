@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 
-def cli_environment(tmp_path_factory) -> dict[str, str]:
-    """The environment of every subprocess of the session: CPU only, and one compilation cache
-    (the same folder for every test module) so that a program compiled by one run is read back
-    by the next run of the same shapes instead of compiled again."""
-    cache = tmp_path_factory.getbasetemp() / "xla-cache"
-    cache.mkdir(exist_ok=True)
+def cli_environment() -> dict[str, str]:
+    """The environment of every subprocess of the session: CPU only, and the session's one
+    compilation cache (``JAX_COMPILATION_CACHE_DIR``, set by conftest.py) so that a program
+    compiled by one run is read back by the next run of the same shapes instead of compiled
+    again."""
     env = dict(os.environ)
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    assert env.get("JAX_COMPILATION_CACHE_DIR"), "conftest.py sets the session's cache"
     env["JAX_PLATFORMS"] = "cpu"
     return env
 

@@ -58,7 +58,7 @@ RUN_A = [*TINY_FLAGS, "--num-seeds", "2", "--seed", "5"]
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    return cli_environment(tmp_path_factory)
+    return cli_environment()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ SHORTEST, LONGEST = 4, 12
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    env = cli_environment(tmp_path_factory)
+    env = cli_environment()
     # Python (3.11+) leaves the current directory off sys.path, as for the installed
     # `purejaxppo` script, so only --imports' own search of it can find the module.
     env["PYTHONSAFEPATH"] = "1"

@@ -24,7 +24,7 @@ SPACE_YAML = "lr: [log_uniform, 1.0e-4, 1.0e-2]\nent_coef: [uniform, 0.0, 0.05]\
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    return cli_environment(tmp_path_factory)
+    return cli_environment()
 
 
 @pytest.fixture(scope="module")

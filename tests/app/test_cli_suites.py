@@ -34,7 +34,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    return cli_environment(tmp_path_factory)
+    return cli_environment()
 
 
 @pytest.fixture(scope="module")

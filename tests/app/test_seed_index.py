@@ -15,7 +15,7 @@ MULTI = ["--seed", "3", "--num-seeds", "4"]  # 2 seeds per device on 2 cores, 4 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
-    env = cli_environment(tmp_path_factory)
+    env = cli_environment()
     work = tmp_path_factory.mktemp("seed-index")
     args = {"multi": [*MULTI, *STEPS, "--out", "multi"],
             "index": [*MULTI, "--seed-index", "2", *STEPS, "--out", "index"],
@@ -69,7 +69,7 @@ def train_wide(tmp_path_factory, name: str, devices: str, indices: tuple[int, ..
                ) -> dict[str, dict]:
     """18 seeds in 50 updates on ``devices`` CPU devices, and seeds ``indices`` of them alone
     (all at once); per index ``i``, ``multi{i}`` (its rows in the 18-seed run) and ``index{i}``."""
-    env = cli_environment(tmp_path_factory)
+    env = cli_environment()
     work = tmp_path_factory.mktemp(name)
     many = ["--seed", "0", "--num-seeds", "18", "--local-devices", devices,
             "--total-timesteps", "25600", "--no-progress"]  # 50 updates

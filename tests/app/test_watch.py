@@ -27,7 +27,7 @@ DEFAULT_ROWS = 976  # the default run: CartPole-v1's preset, 976 updates
 
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    return cli_environment(tmp_path_factory)
+    return cli_environment()
 
 
 @pytest.fixture(scope="module")

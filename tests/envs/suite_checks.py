@@ -7,6 +7,7 @@ CI installs ``purejaxppo[envs]``, so there they all run, and an import error fai
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,31 @@ def zero_action(env: Env, batch: tuple[int, ...] = ()) -> jax.Array:
     return jnp.zeros((*batch, env.action_size), jnp.float32)
 
 
-def check_reset_and_step(env_id: str, action_space: spaces.Space) -> tuple[Env, list[Any]]:
+def check_reset_and_step(env_id: str, action_space: spaces.Space
+                         ) -> tuple[Env, list[Any], Callable[..., Any]]:
     """``make`` maps the spaces; ``reset``/``step`` run under ``jit`` and ``vmap`` with flat
-    float32 observations, float32 rewards and bool flags. Returns the env and its 3 resets,
-    unbatched (``(obs, state)`` each), for the checks that follow."""
+    float32 observations, float32 rewards and bool flags. Returns the env, its 3 resets,
+    unbatched (``(obs, state)`` each), and a ``step(key, state, action)`` of one env that runs
+    the program already compiled here, for the checks that follow."""
     env = envs.make(env_id)
     assert env.action_space == action_space, env.action_space
     keys = jax.random.split(jax.random.key(0), 3)
     obs, state = jax.jit(jax.vmap(env.reset))(keys)
     assert obs.shape == (3, env.obs_size) and obs.dtype == jnp.float32
     assert np.isfinite(np.asarray(obs)).all()
-    out = jax.jit(jax.vmap(env.step))(keys, state, zero_action(env, (3,)))
+    step3 = jax.jit(jax.vmap(env.step))
+    out = step3(keys, state, zero_action(env, (3,)))
     next_obs, _, reward, terminated, truncated, final_obs = out
     assert next_obs.shape == final_obs.shape == (3, env.obs_size)
     assert reward.dtype == jnp.float32 and reward.shape == (3,)
     assert terminated.dtype == truncated.dtype == jnp.bool_
-    return env, [jax.tree.map(lambda x, i=i: x[i], (obs, state)) for i in range(3)]
+    resets = [jax.tree.map(lambda x, i=i: x[i], (obs, state)) for i in range(3)]
+
+    def step(key: jax.Array, one_state: Any, action: jax.Array) -> Any:
+        three = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 3), (one_state, action))
+        return jax.tree.map(lambda x: x[0], step3(jnp.stack([key] * 3), *three))
+
+    return env, resets, step
 
 
 def check_truncation_keeps_final_obs(env: Env, at_limit: Any, reset: Any,
@@ -89,8 +99,13 @@ def check_trains_and_evaluates(env_id: str, **overrides: Any) -> None:
     returns, lengths, _ = evaluate(params, None, jax.random.key(1))
     assert np.isfinite(np.asarray(returns)).all() and (np.asarray(lengths) >= 1).all()
     env = envs.make(env_id)
-    raw_obs, state = env.adapter.reset(jax.random.key(2))
-    mask = env.adapter.action_mask(state) if env.masked else None
+
+    @jax.jit
+    def raw_reset(key):  # the adapter's own observation and mask, as a user's code sees them
+        raw_obs, state = env.adapter.reset(key)
+        return raw_obs, env.adapter.action_mask(state) if env.masked else None
+
+    raw_obs, mask = raw_reset(jax.random.key(2))
     action = policy(config)(params, raw_obs, jax.random.key(3), action_mask=mask)
     assert action.shape == zero_action(env).shape
     check_gif(config, result.params, env)

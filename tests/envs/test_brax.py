@@ -22,7 +22,7 @@ require_suite("brax", "brax")
 
 
 def test_brax_inverted_pendulum_steps_truncates_with_its_final_obs_and_trains():
-    env, resets = check_reset_and_step("brax:inverted_pendulum@spring", spaces.Box.of((1,), -1.0, 1.0))
+    env, resets, _ = check_reset_and_step("brax:inverted_pendulum@spring", spaces.Box.of((1,), -1.0, 1.0))
     assert env.time_limit == 1000 and env.obs_size == 4 and not env.masked
     _, state = resets[0]
     check_truncation_keeps_final_obs(env, at_protocol_limit(env, state), resets[1])

@@ -26,7 +26,7 @@ require_suite("jumanji", "jumanji")
 def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs():
     """Snake ends at its time_limit with discount 0 (as a termination): the protocol enforces its
     limit instead, as a truncation."""
-    env, resets = check_reset_and_step("jumanji:Snake-v1", spaces.Discrete(4))
+    env, resets, step = check_reset_and_step("jumanji:Snake-v1", spaces.Discrete(4))
     assert env.masked and env.time_limit == 4000
     assert env.obs_size == 12 * 12 * 5 + 1  # grid and step count; the mask taken out
     _, state = resets[0]
@@ -37,11 +37,11 @@ def test_snake_maps_its_mask_and_truncates_at_its_time_limit_with_the_final_obs(
     # Far past Snake's own limit, its clock no longer ends the episode.
     late = state._replace(inner=state.inner._replace(
         env_state=state.inner.env_state.replace(step_count=jnp.asarray(5000))))
-    assert not bool(jax.jit(env.step)(jax.random.key(1), late, valid)[3])
+    assert not bool(step(jax.random.key(1), late, valid)[3])
 
 
 def test_minesweeper_joint_mask_becomes_one_discrete_over_the_cells():
-    env, resets = check_reset_and_step("jumanji:Minesweeper-v0", spaces.Discrete(100))
+    env, resets, _ = check_reset_and_step("jumanji:Minesweeper-v0", spaces.Discrete(100))
     assert env.masked and env.adapter.joint_nvec == (10, 10)
     _, state = resets[0]
     # Action 37 is cell (3, 7): after it, that cell is revealed and masked out.
@@ -75,7 +75,7 @@ def test_jumanji_trains_and_evaluates_and_bad_names_are_named():
 def test_masks_per_agent_mask_each_factor_of_a_multidiscrete_space():
     """Cleaner: 3 agents x 4 moves, one scalar reward, a mask per agent: a factorised policy whose
     factors are masked by their own rows; sampled actions are valid for every agent."""
-    env, resets = check_reset_and_step("jumanji:Cleaner-v0", spaces.MultiDiscrete((4, 4, 4)))
+    env, resets, _ = check_reset_and_step("jumanji:Cleaner-v0", spaces.MultiDiscrete((4, 4, 4)))
     assert env.masked and env.action_size == 12
     config = PPOConfig(env="jumanji:Cleaner-v0", hidden_sizes=(16,))
     nets = netlib.make_networks(env, config)

@@ -21,7 +21,7 @@ require_suite("navix", "navix")
 
 
 def test_navix_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
-    env, resets = check_reset_and_step("navix:Navix-Empty-5x5-v0", spaces.Discrete(7))
+    env, resets, _ = check_reset_and_step("navix:Navix-Empty-5x5-v0", spaces.Discrete(7))
     assert env.obs_shape == (5, 5, 3) and env.adapter.episode_limit == 100
     _, state = resets[0]
     # Action 1 turns without moving: the episode cannot reach the goal at this step.

@@ -20,7 +20,7 @@ require_suite("mujoco_playground", "playground")
 
 
 def test_cartpole_balance_truncates_at_its_episode_length_with_the_final_obs_and_trains():
-    env, resets = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))
+    env, resets, _ = check_reset_and_step("playground:CartpoleBalance", spaces.Box.of((1,), -1.0, 1.0))
     assert env.time_limit == 1000 and env.obs_size == 5
     _, state = resets[0]
     check_truncation_keeps_final_obs(env, at_protocol_limit(env, state), resets[1])

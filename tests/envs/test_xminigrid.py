@@ -14,7 +14,7 @@ require_suite("xminigrid", "xminigrid")
 
 
 def test_xminigrid_empty_truncates_at_max_steps_with_its_final_obs_and_trains():
-    env, resets = check_reset_and_step("xminigrid:MiniGrid-Empty-5x5", spaces.Discrete(6))
+    env, resets, _ = check_reset_and_step("xminigrid:MiniGrid-Empty-5x5", spaces.Discrete(6))
     assert env.obs_shape == (7, 7, 2)
     _, state = resets[0]
     limit = env.adapter.episode_limit
