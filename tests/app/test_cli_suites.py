@@ -44,7 +44,14 @@ def run(work, cli_env) -> Path:
     return work / "J"
 
 
-def test_suite_env_trains_resumes_bit_for_bit_and_evaluates(run, work, cli_env):
+@pytest.fixture(scope="module")
+def evaluated(run, work, cli_env) -> subprocess.CompletedProcess:
+    """``eval`` of the run: 2 episodes of each seed, and a GIF of one episode of seed 0."""
+    return run_cli(["eval", "J", "--episodes", "2", "--max-steps", "6", "--gif", "j.gif"], work,
+                   cli_env)
+
+
+def test_suite_env_trains_resumes_bit_for_bit_and_evaluates(run, work, cli_env, evaluated):
     # Resume from the update-2 checkpoint of a copy: the same final checkpoint as the full run.
     copy = work / "J2"
     shutil.copytree(run, copy)
@@ -56,9 +63,8 @@ def test_suite_env_trains_resumes_bit_for_bit_and_evaluates(run, work, cli_env):
     final = "checkpoints/ckpt-00000004.msgpack"
     assert (copy / final).read_bytes() == (run / final).read_bytes()
 
-    proc = run_cli(["eval", "J", "--episodes", "2", "--max-steps", "20"], work, cli_env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"{ENV}: checkpoint at update 4 of 4")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert evaluated.stdout.startswith(f"{ENV}: checkpoint at update 4 of 4")
 
 
 def test_load_and_policy_of_a_suite_run_respect_the_mask(run):
@@ -74,14 +80,12 @@ def test_load_and_policy_of_a_suite_run_respect_the_mask(run):
     assert mask[np.arange(32), actions].all()
 
 
-def test_gif_of_a_suite_env(run, work, cli_env):
+def test_gif_of_a_suite_env(evaluated, work):
     """Jumanji draws its episode with its own viewer (an env that cannot draw: test_cli.py)."""
     from PIL import Image
 
-    proc = run_cli(["eval", "J", "--episodes", "1", "--max-steps", "6", "--gif", "j.gif"], work,
-                   cli_env)
-    assert proc.returncode == 0, proc.stderr
-    assert "wrote j.gif: one episode of seed 0's policy" in proc.stdout
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "wrote j.gif: one episode of seed 0's policy" in evaluated.stdout
     with Image.open(work / "j.gif") as gif:
         assert 1 <= gif.n_frames <= 6 and min(gif.size) >= 100
 
