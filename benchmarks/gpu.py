@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                    else case.updates)
         overrides = None
         if args.smoke:
-            overrides = {**SMOKE_OVERRIDES, **({"env": case.smoke_env} if case.smoke_env else {})}
+            overrides = dict(SMOKE_OVERRIDES)
+            if case.smoke_env:
+                overrides["env"] = case.smoke_env
         row = run(case, seeds, updates, overrides)
         rows.append(row)
         print(row, flush=True)
