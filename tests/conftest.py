@@ -6,6 +6,8 @@ import importlib
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -15,12 +17,31 @@ import pytest
 from purejaxppo import PPOConfig
 from purejaxppo.envs import Box, Discrete
 
-# The suite compiles a few hundred small programs and runs each for a few updates: LLVM -O1 for
-# XLA's fused kernels compiles them faster with bit-identical results (the level the command line
-# compiles with on AMD and Intel CPUs, ``purejaxppo.parallel.compiler_options``). XLA reads the flag when
-# JAX starts its backend, which no import above does; subprocesses inherit it.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]).strip()
+# The suite compiles a few hundred small programs and runs each for a few updates, so its time
+# is mostly XLA:CPU compiling. Two flags shorten that with the same results: LLVM -O1 for the
+# fused kernels (the level the command line compiles with on AMD and Intel CPUs,
+# ``purejaxppo.parallel.compiler_options``), and XLA:CPU's elemental emitters for fusions instead
+# of its newer MLIR fusion emitters (compile time -40% on CartPole's, MinAtar's and Brax's
+# training programs; benchmarks/NOTES.md). XLA reads XLA_FLAGS when JAX starts its backend,
+# which no import above does; subprocesses inherit it. XLA aborts on a flag it does not know, so
+# the first process checks the second flag in a child first (a jaxlib without it: -O1 only).
+_FLAGS_VARIABLE = "PUREJAXPPO_TESTS_XLA_FLAGS"
+if _FLAGS_VARIABLE not in os.environ:
+    _flags = ["--xla_backend_optimization_level=1"]
+    _probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], timeout=120,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu",
+                                 "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"},
+                            capture_output=True)
+    if _probe.returncode == 0:
+        _flags.append("--xla_cpu_use_fusion_emitters=false")
+    os.environ[_FLAGS_VARIABLE] = " ".join(_flags)
+SUITE_XLA_FLAGS = os.environ[_FLAGS_VARIABLE]
+"""The XLA flags every process of the session compiles with."""
+USERS_EMITTERS = ({"xla_cpu_use_fusion_emitters": True}
+                  if "--xla_cpu_use_fusion_emitters=false" in SUITE_XLA_FLAGS else {})
+"""``jax.jit`` compiler options that undo the suite's choice of fusion emitters, for the tests
+of bits as a user's XLA computes them (the elemental emitters round some kernels differently)."""
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SUITE_XLA_FLAGS]).strip()
 
 # Many tests compile a program another test (or another process: the command line's
 # subprocesses, the other pytest-xdist worker) has compiled already, from a new closure that

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import SUITE_XLA_FLAGS
+
 DEVICES = 4
 TIMEOUT_S = 300
 
 PRELUDE = f"""
 import os
-os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count={DEVICES} "
-                           "--xla_backend_optimization_level=1")  # as conftest.py
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={DEVICES} {SUITE_XLA_FLAGS}"
 import warnings
 import jax
 import jax.numpy as jnp
@@ -165,8 +166,7 @@ def assert_raises(fn, error, text):
 def run_fresh(body: str) -> None:
     """``body`` in a fresh Python with no device flags (JAX's default: one CPU device); it must
     print ``ok``. ``assert_raises(fn, error, text)`` is defined for it."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env = {**os.environ, "XLA_FLAGS": SUITE_XLA_FLAGS, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", FRESH_PRELUDE + textwrap.dedent(body)], env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, USERS_EMITTERS
 
 from purejaxppo import POLICY_LOSSES, PPOConfig, envs, make_init, make_run, make_train, policy
 from purejaxppo import networks as netlib
@@ -63,10 +63,11 @@ def test_compiler_options_change_compile_time_not_results():
     config = PPOConfig(env="Pendulum-v1", total_timesteps=4096, num_envs=4, num_steps=128,
                        normalize_obs=True, normalize_reward=True)
     train = make_train(config)
-    # -O2 named explicitly: the suite's XLA_FLAGS (conftest.py) ask for -O1 by default.
-    plain = jax.jit(train, compiler_options={"xla_backend_optimization_level": 2})(
-        jax.random.key(2))
-    fast = jax.jit(train, compiler_options=o1)(jax.random.key(2))
+    # -O2 and XLA's own fusion emitters named explicitly: the suite's XLA_FLAGS (conftest.py)
+    # ask for -O1 and other emitters by default.
+    plain = jax.jit(train, compiler_options={"xla_backend_optimization_level": 2,
+                                             **USERS_EMITTERS})(jax.random.key(2))
+    fast = jax.jit(train, compiler_options={**o1, **USERS_EMITTERS})(jax.random.key(2))
     for a, b in zip(jax.tree.leaves((plain.params, plain.metrics, plain.state.env_carry)),
                     jax.tree.leaves((fast.params, fast.metrics, fast.state.env_carry)),
                     strict=True):
@@ -195,7 +196,7 @@ def test_default_run_is_bit_identical_to_the_recorded_one(monkeypatch):
     from purejaxppo import networks
     monkeypatch.setattr(networks, "Dense", nn.Dense)
     golden = np.load(GOLDEN)
-    result = jax.jit(make_train(PPOConfig()))(jax.random.key(0))
+    result = jax.jit(make_train(PPOConfig()), compiler_options=USERS_EMITTERS)(jax.random.key(0))
     leaves = jax.tree_util.tree_flatten_with_path(result.params)[0]
     assert len(leaves) == sum(k.startswith("params") for k in golden.files)
     for path, leaf in leaves:

@@ -37,9 +37,7 @@ def pair_flags(port: int, process_id: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    env = cli_environment()
-    env.pop("XLA_FLAGS", None)
-    return env
+    return cli_environment()
 
 
 @pytest.fixture(scope="module")
