@@ -18,11 +18,13 @@ from purejaxppo import PPOConfig
 from purejaxppo.envs import Box, Discrete
 
 # The suite compiles a few hundred small programs and runs each for a few updates, so its time
-# is mostly XLA:CPU compiling. Two flags shorten that with the same results: LLVM -O1 for the
-# fused kernels (the level the command line compiles with on AMD and Intel CPUs,
-# ``purejaxppo.parallel.compiler_options``), and XLA:CPU's elemental emitters for fusions instead
-# of its newer MLIR fusion emitters (compile time -40% on CartPole's, MinAtar's and Brax's
-# training programs; benchmarks/NOTES.md). XLA reads XLA_FLAGS when JAX starts its backend,
+# is mostly XLA:CPU compiling. Two flags shorten that: LLVM -O1 for the fused kernels (the level
+# the command line compiles with on AMD and Intel CPUs, ``purejaxppo.parallel.compiler_options``),
+# and XLA:CPU's elemental emitters for fusions instead of its newer MLIR fusion emitters (compile
+# time -40% on CartPole's, MinAtar's and Brax's training programs; benchmarks/NOTES.md). Every
+# process of the session compiles with both, so the suite's comparisons compare like with like;
+# the elemental emitters round some kernels unlike a user's XLA, which the tests of a user's bits
+# undo (USERS_EMITTERS below). XLA reads XLA_FLAGS when JAX starts its backend,
 # which no import above does; subprocesses inherit it. XLA aborts on a flag it does not know, so
 # the first process checks the second flag in a child first (a jaxlib without it: -O1 only).
 _FLAGS_VARIABLE = "PUREJAXPPO_TESTS_XLA_FLAGS"
