@@ -18,18 +18,22 @@ from purejaxppo import PPOConfig
 from purejaxppo.envs import Box, Discrete
 
 # The suite compiles a few hundred small programs and runs each for a few updates, so its time
-# is mostly XLA:CPU compiling. Two flags shorten that: LLVM -O1 for the fused kernels (the level
-# the command line compiles with on AMD and Intel CPUs, ``purejaxppo.parallel.compiler_options``),
-# and XLA:CPU's elemental emitters for fusions instead of its newer MLIR fusion emitters (compile
+# is mostly XLA:CPU compiling. Two flags shorten that: LLVM -O0 for the fused kernels (compile
+# time about halved against -O1; the tiny programs run slower, the suite 20% faster in all), and
+# XLA:CPU's elemental emitters for fusions instead of its newer MLIR fusion emitters (compile
 # time -40% on CartPole's, MinAtar's and Brax's training programs; benchmarks/NOTES.md). Every
-# process of the session compiles with both, so the suite's comparisons compare like with like;
-# the elemental emitters round some kernels unlike a user's XLA, which the tests of a user's bits
-# undo (USERS_EMITTERS below). XLA reads XLA_FLAGS when JAX starts its backend,
-# which no import above does; subprocesses inherit it. XLA aborts on a flag it does not know, so
-# the first process checks the second flag in a child first (a jaxlib without it: -O1 only).
+# process of the session compiles with both, so the suite's comparisons compare like with like.
+# Programs compiled with options of their own keep those: the command line's, ``sweep``'s and
+# ``search``'s (``purejaxppo.parallel.compiler_options``, -O1 on AMD and Intel CPUs). Unoptimized
+# code rounds unlike optimized code, and the elemental emitters round some kernels unlike a
+# user's XLA: the tests of a user's bits name XLA's defaults (USERS_XLA below), and the tests
+# that two programs agree to float rounding compile both at -O1 (OPTIMIZED). XLA reads XLA_FLAGS
+# when JAX starts its backend, which no import above does; subprocesses inherit it. XLA aborts on
+# a flag it does not know, so the first process checks the emitters' flag in a child first (a
+# jaxlib without it: -O0 only).
 _FLAGS_VARIABLE = "PUREJAXPPO_TESTS_XLA_FLAGS"
 if _FLAGS_VARIABLE not in os.environ:
-    _flags = ["--xla_backend_optimization_level=1"]
+    _flags = ["--xla_backend_optimization_level=0"]
     _probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], timeout=120,
                             env={**os.environ, "JAX_PLATFORMS": "cpu",
                                  "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"},
@@ -41,8 +45,14 @@ SUITE_XLA_FLAGS = os.environ[_FLAGS_VARIABLE]
 """The XLA flags every process of the session compiles with."""
 USERS_EMITTERS = ({"xla_cpu_use_fusion_emitters": True}
                   if "--xla_cpu_use_fusion_emitters=false" in SUITE_XLA_FLAGS else {})
-"""``jax.jit`` compiler options that undo the suite's choice of fusion emitters, for the tests
-of bits as a user's XLA computes them (the elemental emitters round some kernels differently)."""
+"""``jax.jit`` compiler options that undo the suite's choice of fusion emitters."""
+USERS_XLA = {"xla_backend_optimization_level": 2, **USERS_EMITTERS}
+"""``jax.jit`` compiler options for the bits a user's XLA computes: its default LLVM level (2)
+and fusion emitters."""
+OPTIMIZED = {"xla_backend_optimization_level": 1}
+"""``jax.jit`` compiler options for the tests that two programs (vmapped and not, of different
+lengths) agree to float rounding: LLVM -O1, the level ``purejaxppo.parallel.compiler_options``
+gives on AMD and Intel CPUs; unoptimized code rounds more loosely than they assert."""
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), SUITE_XLA_FLAGS]).strip()
 
 # Many tests compile a program another test (or another process: the command line's

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import OPTIMIZED
 
 from purejaxppo import PPOConfig, envs, make_train
 from purejaxppo.distributions import Categorical, DiagGaussian
@@ -66,7 +67,8 @@ def test_draws_are_haar_like_flax_and_independent_across_keys_and_layers():
     sign), and kernels of different layers or nets uncorrelated."""
     env, actor, critic = _nets("CartPole-v1", (16, 16))
     keys = jax.random.split(jax.random.key(11), 400)
-    params = jax.jit(jax.vmap(lambda k: init_params(k, actor, critic, env.obs_size)))(keys)
+    params = jax.jit(jax.vmap(lambda k: init_params(k, actor, critic, env.obs_size)),
+                     compiler_options=OPTIMIZED)(keys)
     dummy = jnp.zeros((env.obs_size,))
     flax_first = jax.vmap(lambda k: actor.init(k, dummy))(keys)["params"]["MLP_0"]["Dense_0"]["kernel"]
     a0 = np.asarray(params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"])  # [400, 4, 16] wide
@@ -82,7 +84,9 @@ def test_draws_are_haar_like_flax_and_independent_across_keys_and_layers():
     assert np.all(np.abs(corr[np.triu_indices(3, 1)]) < 0.2)
     # Different keys, different parameters; one key, the same parameters bit for bit.
     assert not np.array_equal(a1[0], a1[1])
-    one = init_params(keys[5], actor, critic, env.obs_size)
+    # Both compiled optimized (conftest.OPTIMIZED): unoptimized, vmapped and not round apart.
+    one = jax.jit(lambda k: init_params(k, actor, critic, env.obs_size),
+                  compiler_options=OPTIMIZED)(keys[5])
     np.testing.assert_array_equal(one["actor"]["params"]["MLP_0"]["Dense_1"]["kernel"], a1[5])
 
 

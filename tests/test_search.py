@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY
 
 from purejaxppo import PPOConfig, make_init, make_run, make_train
+from purejaxppo.parallel import compiler_options
 from purejaxppo.search import (
     check_space,
     exploit_and_explore,
@@ -276,7 +277,8 @@ def test_pbt_population_of_one_is_a_plain_run():
     hp = jax.tree.map(lambda x: x[0, 0], one.hparams)
     assert float(one.hparams.lr[1, 0]) == float(hp.lr)
     train = make_train(config)
-    plain = jax.jit(train)(one.member_keys[0], hp)
+    # With the population's compiler options: the suite's default -O0 rounds further apart.
+    plain = jax.jit(train, compiler_options=compiler_options())(one.member_keys[0], hp)
     run = jax.tree.map(lambda x: x[0], (one.result.state.params, one.result.metrics))
     evaluated = ~np.isnan(np.asarray(plain.metrics["eval_return"]))
     assert evaluated.tolist() == [False, True, False, True]

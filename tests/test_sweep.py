@@ -9,6 +9,7 @@ from conftest import TINY
 
 from purejaxppo import POLICY_LOSSES, Hyperparams, PPOConfig, make_train, sweep
 from purejaxppo.metrics import final_window
+from purejaxppo.parallel import compiler_options
 from purejaxppo.sweeps import SWEEPABLE, choose_mesh, train_runs
 
 TINY = {**TINY, "total_timesteps": 1024}
@@ -40,7 +41,9 @@ def loss_sweep():
 def test_each_sweep_point_equals_its_single_run(loss_sweep, lr, loss, seed):
     config, result = loss_sweep
     # The single run fixes everything statically: its loss and its learning rate are the config's.
-    single = jax.jit(make_train(config.replace(lr=lr, policy_loss=loss)))(jax.random.key(seed))
+    # It compiles with the sweep's options: the suite's default -O0 rounds further apart.
+    single = jax.jit(make_train(config.replace(lr=lr, policy_loss=loss)),
+                     compiler_options=compiler_options())(jax.random.key(seed))
     assert_runs_close(single, run_at(result.result, LRS.index(lr), LOSSES.index(loss), seed))
 
 

@@ -54,7 +54,9 @@ def check_reset_and_step(env_id: str, action_space: spaces.Space
     resets = [jax.tree.map(lambda x, i=i: x[i], (obs, state)) for i in range(3)]
 
     def step(key: jax.Array, one_state: Any, action: jax.Array) -> Any:
-        three = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 3), (one_state, action))
+        # Strongly typed (a Python int's weak type would retrace and recompile the env's step).
+        three = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x, jnp.asarray(x).dtype)] * 3),
+                             (one_state, action))
         return jax.tree.map(lambda x: x[0], step3(jnp.stack([key] * 3), *three))
 
     return env, resets, step
