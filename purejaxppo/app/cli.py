@@ -799,9 +799,15 @@ def _main(argv: list[str]) -> int:
         command, args = cmd_train, argv
     # Warnings raised while checking the input (e.g. total_timesteps not a multiple of the batch)
     # are shown only if the input is valid, so that an error stays the only line on stderr.
+    # Libraries' deprecation notices (an environment suite's dependencies warn about their own
+    # dependencies when imported) are left out, as Python's default filters leave them out for
+    # code outside __main__, unless the user asked for them with -W or PYTHONWARNINGS.
     global _LAYOUT
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
         try:
             # The process flags (no JAX yet); each command parses its own arguments, then
             # calls _setup_jax(_LAYOUT) before anything runs on a device.

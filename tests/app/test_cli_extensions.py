@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -321,3 +323,30 @@ def test_gru_eval_and_load_act_with_the_carry(gru_run, cli_env):
     carry, actions = act(run.params, carry, jnp.zeros((2, 4)), jax.random.key(0))
     assert actions.shape == (2,) and jax.tree.leaves(carry)[0].shape == (2, 16)
     assert float(jnp.abs(carry["actor"]).max()) > 0
+
+
+NOISY_MODULE = """
+import warnings
+
+warnings.warn("noisy_module.old_api is deprecated", DeprecationWarning)
+warnings.warn("noisy_module: a note for its users", UserWarning)
+"""
+
+
+@pytest.mark.parametrize("python_flags", [[], ["-W", "default"]], ids=["default", "-W default"])
+def test_a_librarys_deprecation_notice_is_left_out_unless_asked_for(tmp_path, cli_env,
+                                                                    python_flags):
+    """A module imported by the command (an environment suite's dependency, here one given by
+    --imports) that warns as it is imported: its UserWarning is one line; its
+    DeprecationWarning is left out, as Python leaves out deprecations raised outside __main__,
+    unless Python's -W asks for them."""
+    (tmp_path / "noisy_module.py").write_text(NOISY_MODULE)
+    proc = subprocess.run([sys.executable, *python_flags, "-m", "purejaxppo", "train",
+                           "--imports", "noisy_module", *TINY_FLAGS, "--no-progress",
+                           "--out", "run"], cwd=tmp_path, env=cli_env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    expected = ["purejaxppo: warning: noisy_module: a note for its users"]
+    if python_flags:
+        expected.insert(0, "purejaxppo: warning: noisy_module.old_api is deprecated")
+    assert proc.stderr.strip().splitlines() == expected, proc.stderr
