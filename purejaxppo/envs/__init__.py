@@ -34,6 +34,9 @@ __all__ = ["Adapter", "Box", "Discrete", "Env", "MultiDiscrete", "Space", "Timed
 GYMNAX_PREFIX = "gymnax:"
 
 _REGISTRY: dict[str, tuple[Callable[[], Any], int | None]] = {}
+_SUITE_ENVS: dict[str, Env] = {}
+"""The suite environments made so far, by id: building one compiles its model (Brax, MuJoCo
+Playground: ~0.2-0.4 s each time), and one run asks for its environment several times."""
 
 
 def register(name: str, factory: Callable[[], Any], *, max_episode_steps: int | None = None
@@ -114,6 +117,9 @@ def make(env_id: str) -> Env:
     Ids: a registered one, a gymnax id (bare or ``gymnax:``), or ``SUITE:NAME`` for the suites
     of :mod:`purejaxppo.envs.suites` (each needs its extra, ``pip install 'purejaxppo[SUITE]'``).
 
+    A suite's environment is made once per process and the same (immutable) object returned
+    after that; a registered factory is called every time.
+
     Raises:
         ValueError: an unknown id (with the closest known ids), an unknown suite prefix (with the
             close ones), a suite whose package is missing (with the ``pip install``), an
@@ -123,6 +129,8 @@ def make(env_id: str) -> Env:
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"environment id {env_id!r} is invalid: give an id such as "
                          "'CartPole-v1'")
+    if env_id in _SUITE_ENVS and env_id not in _REGISTRY:
+        return _SUITE_ENVS[env_id]
     parts = suites.split_id(env_id)
     if env_id in _REGISTRY:
         factory, limit = _REGISTRY[env_id]
@@ -138,6 +146,8 @@ def make(env_id: str) -> Env:
     check_spaces(env)
     if env_id in _REGISTRY:  # a user's adapter: does it return what its spaces declare?
         check_dynamics(env)
+    elif parts is not None and parts[0] != GYMNAX_PREFIX[:-1]:
+        _SUITE_ENVS[env_id] = env
     return env
 
 

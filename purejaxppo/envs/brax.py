@@ -32,13 +32,21 @@ DEFAULT_BACKEND = "positional"
 BACKENDS = ("positional", "spring", "generalized", "mjx")
 EPISODE_LENGTH = 1000
 """Brax's ``episode_length`` default (``brax.envs.create``, Brax PPO's published settings)."""
+NOTICE = "Brax System, piplines and environments are not actively being maintained"
+"""The start of Brax's notice about itself (a ``UserWarning`` when ``brax.envs`` is first
+imported), left out by :func:`purejaxppo.envs.suites.physics_loading`."""
+
+
+def _brax_envs() -> Any:
+    """``brax.envs``, imported in :func:`~purejaxppo.envs.suites.physics_loading`."""
+    with suites.physics_loading(NOTICE):
+        from brax import envs as brax_envs
+    return brax_envs
 
 
 def registered_ids() -> list[str]:
     """Brax's environment names."""
-    from brax import envs as brax_envs
-
-    return sorted(brax_envs._envs)
+    return sorted(_brax_envs()._envs)
 
 
 def _fluid_is_broken() -> bool:
@@ -84,8 +92,7 @@ def make(name: str, env_id: str = "") -> BraxAdapter:
         ValueError: an unknown name (with the close ones) or backend, or a backend the
             environment does not run on.
     """
-    from brax import envs as brax_envs
-
+    brax_envs = _brax_envs()
     base, _, backend = name.partition("@")
     explicit = bool(backend)
     backend = backend or DEFAULT_BACKEND
@@ -96,7 +103,8 @@ def make(name: str, env_id: str = "") -> BraxAdapter:
         raise ValueError(f"unknown Brax backend {backend!r} in {env_id or name!r}: give "
                          f"brax:{base}@BACKEND with one of {', '.join(BACKENDS)}")
     try:
-        env = brax_envs.get_environment(base, backend=backend)
+        with suites.physics_loading(NOTICE):
+            env = brax_envs.get_environment(base, backend=backend)
     except ValueError as e:  # Brax: "Unsupported backend: X." for one the environment lacks
         own = _own_backend(brax_envs._envs[base])
         if "backend" not in str(e) or own is None or own == backend:
@@ -104,7 +112,8 @@ def make(name: str, env_id: str = "") -> BraxAdapter:
         if explicit:
             raise ValueError(f"brax:{base} does not run on the {backend!r} backend (Brax: {e}); "
                              f"give brax:{base}@{own}, or brax:{base} for its default") from None
-        env = brax_envs.get_environment(base, backend=own)
+        with suites.physics_loading(NOTICE):
+            env = brax_envs.get_environment(base, backend=own)
     if getattr(getattr(env, "sys", None), "enable_fluid", False) and _fluid_is_broken():
         raise ValueError(f"environment 'brax:{base}' is not supported with jax {jax.__version__}: "
                          "Brax's fluid forces (brax.fluid, which it needs) call "

@@ -64,7 +64,8 @@ def make(name: str, env_id: str = "") -> PlaygroundAdapter:
                                   " (the locomotion and manipulation tasks download assets at "
                                   "run time and are not supported)")
     config = registry.get_default_config(name)
-    env = registry.load(name, config_overrides={"impl": "jax"})
+    with suites.physics_loading():
+        env = registry.load(name, config_overrides={"impl": "jax"})
     adapter = PlaygroundAdapter(env, spaces.Box.of((1,)), spaces.Box.of((env.action_size,),
                                                                         -1.0, 1.0),
                                 int(config.episode_length))

@@ -11,9 +11,12 @@ auto-reset wrappers overwrite it), and ``terminated`` stays apart from ``truncat
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
-from collections.abc import Callable
+import re
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -88,6 +91,43 @@ def unknown_name(prefix: str, name: str, known: list[str], extra: str = "") -> V
     shown = ", ".join(known[:40]) + (", ..." if len(known) > 40 else "")
     return ValueError(f"unknown {prefix} environment {name!r}.{hint} {prefix} environments: "
                       f"{shown}{extra}")
+
+
+@contextlib.contextmanager
+def physics_loading(*notices: str) -> Iterator[None]:
+    """The context in which a MuJoCo-based suite imports its modules and compiles its models.
+
+    * MuJoCo's own warnings (its model compiler's, e.g. a deprecated XML attribute in a model a
+      suite ships) are, by MuJoCo's default, printed to stdout and appended to a
+      ``MUJOCO_LOG.TXT`` in the working directory. Here they are collected instead and issued
+      afterwards as Python warnings, ``"MuJoCo: MESSAGE"``, once each: a ``DeprecationWarning``
+      for a deprecation (Python shows those to the code's developers, not its users), a
+      ``UserWarning`` otherwise. MuJoCo's previous handler is restored on exit.
+    * Python warnings whose message starts with one of ``notices`` are ignored (a suite's notice
+      about itself that says nothing about the run, e.g. Brax's that it is no longer actively
+      maintained).
+
+    Without the ``mujoco`` package only the second applies.
+    """
+    try:
+        import mujoco
+    except ImportError:
+        mujoco = None
+    messages: list[str] = []
+    previous = mujoco.get_mju_user_warning() if mujoco is not None else None
+    with warnings.catch_warnings():
+        for notice in notices:
+            warnings.filterwarnings("ignore", message=re.escape(notice))
+        if mujoco is not None:
+            mujoco.set_mju_user_warning(messages.append)
+        try:
+            yield
+        finally:
+            if mujoco is not None:
+                mujoco.set_mju_user_warning(previous)
+    for message in dict.fromkeys(m.strip() for m in messages):
+        category = DeprecationWarning if "deprecated" in message else UserWarning
+        warnings.warn(f"MuJoCo: {message}", category, stacklevel=3)
 
 
 def flat_concat(obs: Any, drop: tuple[str, ...] = ("action_mask",)) -> Array:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import warnings
+
 import jax
 import pytest
 from conftest import require_suite
@@ -14,7 +19,7 @@ from suite_checks import (
 
 from purejaxppo import PPOConfig, envs, make_train
 from purejaxppo.envs import brax as brax_adapter
-from purejaxppo.envs import spaces
+from purejaxppo.envs import spaces, suites
 
 # An optional extra: not installed (`pip install -e ".[test]"`), these tests are skipped with this
 # reason; installed (`pip install -e ".[test,envs]"`) but failing to import, they fail.
@@ -52,3 +57,61 @@ def test_brax_names_and_backends_are_checked():
         assert envs.make("brax:swimmer").adapter.env.backend == "generalized"
         config = PPOConfig(env="brax:swimmer", total_timesteps=64, num_envs=2, num_steps=16)
         jax.eval_shape(make_train(config), jax.random.key(0))
+
+
+LOAD_HALFCHEETAH = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from purejaxppo import envs
+    env = envs.make("brax:halfcheetah")
+    again = envs.make("brax:halfcheetah")
+print(json.dumps({"messages": [str(w.message) for w in caught],
+                  "categories": [w.category.__name__ for w in caught], "same": env is again}))
+"""
+
+
+def test_loading_a_brax_model_prints_nothing_and_writes_no_mujoco_log(tmp_path):
+    """In a fresh interpreter (Brax's notice comes once, on its first import), in an empty
+    directory: making ``brax:halfcheetah`` (whose model MuJoCo's compiler warns about) prints
+    nothing (MuJoCo's default prints its warnings) and leaves no ``MUJOCO_LOG.TXT``; MuJoCo's
+    messages come as Python warnings, each once, and Brax's notice about its own maintenance is
+    left out. The second make is the same
+    object (suite environments are made once per process)."""
+    proc = subprocess.run([sys.executable, "-c", LOAD_HALFCHEETAH], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    assert "WARNING" not in proc.stderr, proc.stderr  # MuJoCo's own print goes there
+    assert list(tmp_path.iterdir()) == []
+    result = json.loads(lines[0])
+    assert result["same"]
+    messages = result["messages"]
+    assert not any(m.startswith(brax_adapter.NOTICE) for m in messages), messages
+    mujoco_messages = [m for m in messages if m.startswith("MuJoCo: ")]
+    assert len(mujoco_messages) == len(set(mujoco_messages)), mujoco_messages
+
+
+def test_physics_loading_turns_mujoco_warnings_into_python_warnings_once():
+    """The handler installed while loading collects MuJoCo's messages; on exit they are Python
+    warnings, once each (a deprecation as a DeprecationWarning), and MuJoCo's previous handler
+    is back. A notice named to it is not raised."""
+    import mujoco
+
+    before = mujoco.get_mju_user_warning()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with suites.physics_loading("A notice about the suite"):
+            handler = mujoco.get_mju_user_warning()
+            assert handler is not None and handler is not before
+            handler("attribute 'x' is deprecated")
+            handler("attribute 'x' is deprecated")
+            handler("Nan in qacc")
+            warnings.warn("A notice about the suite, ignored", UserWarning, stacklevel=1)
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert mujoco.get_mju_user_warning() is before
+    got = [(w.category, str(w.message)) for w in caught]
+    assert got == [(UserWarning, "another warning"),
+                   (DeprecationWarning, "MuJoCo: attribute 'x' is deprecated"),
+                   (UserWarning, "MuJoCo: Nan in qacc")], got
