@@ -98,7 +98,7 @@ def physics_loading(*notices: str) -> Iterator[None]:
     """The context in which a MuJoCo-based suite imports its modules and compiles its models.
 
     * MuJoCo's own warnings (its model compiler's, e.g. a deprecated XML attribute in a model a
-      suite ships) are, by MuJoCo's default, printed to stdout and appended to a
+      suite ships) are, by MuJoCo's default, printed (to stderr) and appended to a
       ``MUJOCO_LOG.TXT`` in the working directory. Here they are collected instead and issued
       afterwards as Python warnings, ``"MuJoCo: MESSAGE"``, once each: a ``DeprecationWarning``
       for a deprecation (Python shows those to the code's developers, not its users), a
