@@ -242,22 +242,37 @@ class ConvTorso(nn.Module):
     """``Conv(16, 3x3) -> act -> flatten -> MLP(hidden_sizes)`` over an ``[H, W, C]`` grid.
 
     The layer of the MinAtar baselines (Young and Tian, 2019, arXiv:1903.03176), followed by the
-    configured hidden layers; orthogonal init with gain sqrt(2), zero biases.
+    configured hidden layers; orthogonal init with gain sqrt(2), zero biases. Where the flat
+    observation holds more than the grid (``extra`` other values, the grid from ``start``: a
+    Jumanji observation's step count beside its grid), the other values join the convolution's
+    flattened output before the hidden layers.
     """
 
     obs_shape: tuple[int, ...]
     hidden_sizes: Sequence[int]
     activation: str = "relu"
     features: int = 16
+    start: int = 0
+    """Where the grid starts in the flat observation."""
+    extra: int = 0
+    """How many values of the flat observation are not the grid's."""
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
         act = ACTIVATION_FNS[self.activation]
         batch = obs.shape[:-1]
-        x = obs.reshape(-1, *self.obs_shape)
+        if self.extra:
+            flat = obs.reshape(-1, obs.shape[-1])
+            stop = self.start + math.prod(self.obs_shape)
+            x = flat[:, self.start:stop].reshape(-1, *self.obs_shape)
+            rest = jnp.concatenate([flat[:, :self.start], flat[:, stop:]], axis=-1)
+        else:
+            x = obs.reshape(-1, *self.obs_shape)
         x = Conv(self.features, kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
                  bias_init=nn.initializers.zeros)(x)
         x = act(x).reshape(x.shape[0], -1)
+        if self.extra:
+            x = jnp.concatenate([x, rest], axis=-1)
         for width in self.hidden_sizes:
             x = act(nn.Dense(width, kernel_init=nn.initializers.orthogonal(HIDDEN_GAIN),
                              bias_init=nn.initializers.zeros)(x))
@@ -279,10 +294,14 @@ class CNNActor(nn.Module):
     activation: str = "relu"
     nvec: tuple[int, ...] = ()
     """MultiDiscrete factor sizes; ``()`` otherwise."""
+    start: int = 0
+    extra: int = 0
+    """:class:`ConvTorso`'s."""
 
     @nn.compact
     def __call__(self, obs: Array) -> Policy:
-        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation)(obs)
+        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation, start=self.start,
+                      extra=self.extra)(obs)
         out = _head(self.action_size, Actor.head_scale)(x)
         if self.discrete:
             return categorical(out, self.nvec)
@@ -296,26 +315,47 @@ class CNNCritic(nn.Module):
     obs_shape: tuple[int, ...]
     hidden_sizes: Sequence[int]
     activation: str = "relu"
+    start: int = 0
+    extra: int = 0
+    """:class:`ConvTorso`'s."""
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
-        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation)(obs)
+        x = ConvTorso(self.obs_shape, self.hidden_sizes, self.activation, start=self.start,
+                      extra=self.extra)(obs)
         return _head(1, Critic.head_scale)(x)[..., 0]
 
 
 def cnn_networks(env: Any, config: Any) -> Networks:
-    """A :class:`ConvTorso` each for actor and critic, for ``[H, W, C]`` observations (MinAtar).
+    """A :class:`ConvTorso` each for actor and critic, for ``[H, W, C]`` observations (MinAtar),
+    or for a flat observation with one such part among others (``env.obs_parts``: Jumanji's
+    Snake, its grid and its step count).
 
     Raises:
-        ValueError: the observations are not 3-D grids.
+        ValueError: the observations are not 3-D grids and hold no single 3-D part, or their
+            parts do not add up to the observation.
     """
-    if len(env.obs_shape) != 3:
-        raise ValueError(f"network='cnn' needs [height, width, channels] observations; "
-                         f"{env.env_id} observes shape {env.obs_shape}; use network='mlp'")
-    shape, hidden = tuple(env.obs_shape), tuple(config.hidden_sizes)
+    shape, start, extra = tuple(env.obs_shape), 0, 0
+    if len(shape) != 3:
+        parts = [tuple(p) for p in getattr(env, "obs_parts", ())]
+        grids = [i for i, p in enumerate(parts) if len(p) == 3]
+        if len(grids) != 1:
+            raise ValueError(f"network='cnn' needs [height, width, channels] observations, or "
+                             f"observations with one such part; {env.env_id} observes shape "
+                             f"{env.obs_shape}"
+                             + (f" (parts {parts})" if len(parts) > 1 else "")
+                             + "; use network='mlp'")
+        if sum(math.prod(p) for p in parts) != env.obs_size:
+            raise ValueError(f"{env.env_id}'s observation_parts {parts} hold "
+                             f"{sum(math.prod(p) for p in parts)} values, its observation "
+                             f"{env.obs_size}: give the shapes of the flat vector's parts")
+        shape = parts[grids[0]]
+        start = sum(math.prod(p) for p in parts[:grids[0]])
+        extra = env.obs_size - math.prod(shape)
+    hidden = tuple(config.hidden_sizes)
     return Networks(actor=CNNActor(shape, hidden, env.action_size, env.discrete,
-                                   config.activation, env.action_nvec),
-                    critic=CNNCritic(shape, hidden, config.activation))
+                                   config.activation, env.action_nvec, start=start, extra=extra),
+                    critic=CNNCritic(shape, hidden, config.activation, start=start, extra=extra))
 
 
 CELLS = {"gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}

@@ -267,3 +267,37 @@ def test_a_users_network_that_fits_is_accepted():
     train = make_train(PPOConfig(env="Pendulum-v1"),
                        networks=Networks(actor=_Logits(1, gaussian=True), critic=_Value()))
     assert callable(train)
+
+
+def test_cnn_on_a_grid_part_checks_the_parts_add_up():
+    """An adapter's ``observation_parts`` must describe its flat observation: parts that do not
+    add up are a one-line error; a layout without a single grid is the usual refusal."""
+    from types import SimpleNamespace
+
+    from purejaxppo import networks
+
+    config = PPOConfig(network="cnn")
+    env = SimpleNamespace(obs_shape=(11,), obs_size=11, obs_parts=((3, 3, 1), (1,)),
+                          env_id="Mine-v0", action_size=2, discrete=True, action_nvec=())
+    with pytest.raises(ValueError, match=r"Mine-v0's observation_parts .* hold 10 values, its "
+                                         r"observation 11"):
+        networks.make_networks(env, config)
+    env.obs_parts = ((3, 3, 1), (2,))
+    nets = networks.make_networks(env, config)
+    assert (nets.actor.start, nets.actor.extra) == (0, 2)
+    env.obs_parts = ((2,), (3, 3, 1))
+    nets = networks.make_networks(env, config)
+    assert (nets.critic.start, nets.critic.extra) == (2, 2)
+    env.obs_parts = ((11,),)
+    with pytest.raises(ValueError, match=r"needs \[height, width, channels\] observations"):
+        networks.make_networks(env, config)
+
+    # The grid found where it is: a torso with the grid after two values computes what one with
+    # the grid first computes on the same values moved (the others keep their order).
+    after = networks.ConvTorso((3, 3, 1), (4,), start=2, extra=2)
+    first = networks.ConvTorso((3, 3, 1), (4,), start=0, extra=2)
+    x = jax.random.normal(jax.random.key(0), (5, 11))
+    params = after.init(jax.random.key(1), x)
+    moved = jnp.concatenate([x[:, 2:], x[:, :2]], axis=-1)
+    np.testing.assert_allclose(after.apply(params, x), first.apply(params, moved), rtol=1e-6)
+    assert not np.allclose(after.apply(params, x), first.apply(params, x))

@@ -100,6 +100,13 @@ class Env:
         return tuple(space.shape) if isinstance(space, spaces.Box) else ()
 
     @property
+    def obs_parts(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes of the parts the flat observation joins, in its order: the adapter's
+        optional ``observation_parts`` (a Jumanji observation's grid and scalars), else one
+        part, :attr:`obs_shape`."""
+        return tuple(getattr(self.adapter, "observation_parts", ()) or (self.obs_shape,))
+
+    @property
     def discrete(self) -> bool:
         """True for Discrete and MultiDiscrete actions (a categorical policy, factorised for
         MultiDiscrete)."""

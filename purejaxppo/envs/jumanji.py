@@ -72,6 +72,10 @@ class JumanjiAdapter:
     joint_nvec: tuple[int, ...] = ()
     """The factors a joint Discrete action is unravelled into; ``()`` otherwise."""
     max_episode_steps: int | None = None
+    observation_parts: tuple[tuple[int, ...], ...] = ()
+    """The shapes of the observation's parts, in the order the flat vector holds them
+    (:func:`purejaxppo.envs.suites.flat_parts`; Snake's: its ``[12, 12, 5]`` grid, then its step
+    count), so that a network can see a grid inside it (``network="cnn"``)."""
 
     def _mask(self, obs: Any) -> Array | None:
         mask = getattr(obs, "action_mask", None)
@@ -174,7 +178,9 @@ def make(name: str, env_id: str = "") -> Any:
     cls = JumanjiAdapter if masked else UnmaskedJumanjiAdapter
     adapter = cls(env, spaces.Box.of((1,)), action_space, joint, limit)
     size = suites.flat_size(adapter.reset)
-    return dataclasses.replace(adapter, observation_space=spaces.Box.of((size,)))
+    raw = jax.eval_shape(lambda key: env.reset(key)[1].observation, jax.random.key(0))
+    return dataclasses.replace(adapter, observation_space=spaces.Box.of((size,)),
+                               observation_parts=suites.flat_parts(raw))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -130,18 +130,29 @@ def physics_loading(*notices: str) -> Iterator[None]:
         warnings.warn(f"MuJoCo: {message}", category, stacklevel=3)
 
 
-def flat_concat(obs: Any, drop: tuple[str, ...] = ("action_mask",)) -> Array:
-    """An observation pytree (arrays, dicts, NamedTuples, dataclasses) as one float32 vector:
-    every array part flattened in C order and concatenated in the pytree's order, the fields
-    named in ``drop`` left out."""
+def _parts(obs: Any, drop: tuple[str, ...]) -> list[Any]:
+    """The array parts of an observation pytree, in the order :func:`flat_concat` joins them."""
     if hasattr(obs, "_asdict"):
         obs = obs._asdict()
     elif hasattr(obs, "__dataclass_fields__"):
         obs = {f: getattr(obs, f) for f in obs.__dataclass_fields__}
     if isinstance(obs, dict):
         obs = {k: v for k, v in obs.items() if k not in drop}
-    leaves = jax.tree.leaves(obs)
-    return jnp.concatenate([jnp.reshape(x, (-1,)).astype(jnp.float32) for x in leaves])
+    return jax.tree.leaves(obs)
+
+
+def flat_concat(obs: Any, drop: tuple[str, ...] = ("action_mask",)) -> Array:
+    """An observation pytree (arrays, dicts, NamedTuples, dataclasses) as one float32 vector:
+    every array part flattened in C order and concatenated in the pytree's order, the fields
+    named in ``drop`` left out."""
+    return jnp.concatenate([jnp.reshape(x, (-1,)).astype(jnp.float32)
+                            for x in _parts(obs, drop)])
+
+
+def flat_parts(obs: Any, drop: tuple[str, ...] = ("action_mask",)) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the parts :func:`flat_concat` joins, in its order (``obs`` may hold
+    ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``): the layout of its vector."""
+    return tuple(tuple(int(d) for d in x.shape) for x in _parts(obs, drop))
 
 
 def flat_size(reset: Callable[[Array], tuple[Any, Any]]) -> int:

@@ -118,3 +118,33 @@ def test_every_jumanji_id_is_made_with_a_bounded_state_or_refused_by_name():
         if name == "MMST-v0":
             assert env.time_limit == 70
     assert made >= 15
+
+
+def test_snake_trains_with_a_cnn_on_its_grid_and_its_step_count_beside():
+    """``network="cnn"`` on Snake: the flat observation's layout (its ``[12, 12, 5]`` grid, then
+    its step count) puts the convolution on the grid, and the step count joins the
+    convolution's output; both move the policy; two seeds train with finite metrics."""
+    from suite_checks import SMALL
+
+    from purejaxppo import make_train
+
+    env = envs.make("jumanji:Snake-v1")
+    assert env.obs_parts == ((12, 12, 5), ()) and env.obs_size == 12 * 12 * 5 + 1
+    config = PPOConfig(env="jumanji:Snake-v1", network="cnn", **SMALL)
+    nets = netlib.make_networks(env, config)
+    params = netlib.init_networks(jax.random.key(0), nets, env.obs_size)
+    torso = params["actor"]["params"]["ConvTorso_0"]
+    assert torso["Conv_0"]["kernel"].shape == (3, 3, 5, 16)
+    assert torso["Dense_0"]["kernel"].shape == (10 * 10 * 16 + 1, 16)  # the step count joins
+
+    obs, _ = jax.jit(env.adapter.reset)(jax.random.key(1))
+    logits = jax.jit(lambda o: netlib.policy(nets, params, o).logits)
+    base = np.asarray(logits(obs))
+    later = obs.at[-1].set(obs[-1] + 100.0)  # the step count
+    cell = obs.at[0].set(1.0 - obs[0])  # one value of the grid
+    assert not np.allclose(np.asarray(logits(later)), base)
+    assert not np.allclose(np.asarray(logits(cell)), base)
+
+    result = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.key(0), 2))
+    for name in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        assert np.isfinite(np.asarray(result.metrics[name])).all(), name
