@@ -77,7 +77,8 @@ def _is_key(key: Any) -> bool:
 def _check_batch(agent: Agent, carry: Any, x: Array, obs_stats: Any, mask: Array | None) -> None:
     """ValueErrors for a hidden state, observation statistics or action mask that do not fit
     the observations ``x [*batch, obs_size]`` (shapes only, so it holds under ``jit`` too; a
-    concrete mask is also checked to allow some action in every row)."""
+    concrete mask is also checked to allow some action in every row, and some value of every
+    factor of a MultiDiscrete action)."""
     batch = x.shape[:-1]
     for leaf in jax.tree.leaves(carry):
         if jnp.shape(leaf)[:-1] != batch:
@@ -98,9 +99,19 @@ def _check_batch(agent: Agent, carry: Any, x: Array, obs_stats: Any, mask: Array
     if jnp.shape(mask) != (*batch, n):
         raise ValueError(f"action_mask has shape {list(jnp.shape(mask))}; for these observations "
                          f"it must be {[*batch, n]} (one flag per action)")
-    if not isinstance(mask, jax.core.Tracer) and not np.asarray(mask, bool).any(-1).all():
+    if isinstance(mask, jax.core.Tracer):
+        return
+    flags = np.asarray(mask, bool)
+    if not flags.any(-1).all():
         raise ValueError("action_mask allows no action in some row: at least one action must "
                          "be valid")
+    nvec = agent.env.action_nvec
+    bounds = np.cumsum((0, *nvec))
+    for i in range(len(nvec)):
+        if not flags[..., bounds[i]:bounds[i + 1]].any(-1).all():
+            raise ValueError(f"action_mask allows no value of the action's factor {i} (flags "
+                             f"{bounds[i]} to {bounds[i + 1] - 1}) in some row: every factor of a "
+                             "MultiDiscrete action needs at least one valid value")
 
 
 def initial_carry(config: PPOConfig, batch_shape: tuple[int, ...] = (),

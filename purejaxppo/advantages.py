@@ -54,6 +54,10 @@ def gae(rewards: Array, values: Array, next_values: Array, dones: Array,
 def normalize_advantages(advantages: Array) -> Array:
     """``(A - mean(A)) / (std(A) + 1e-8)`` over every element: zero mean, unit std.
 
-    PPO applies it per minibatch, TRPO over the whole batch (``PPOConfig.norm_adv``).
+    PPO applies it per minibatch, TRPO over the whole batch (``PPOConfig.norm_adv``). A single
+    advantage is returned as it is: normalised it would be 0 and its minibatch would carry no
+    policy gradient (a minibatch of one transition, ``num_minibatches = num_envs * num_steps``).
     """
+    if advantages.size == 1:
+        return advantages
     return (advantages - advantages.mean()) / (advantages.std() + 1e-8)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from purejaxppo.advantages import normalize_advantages
-from purejaxppo.config import PPOConfig
+from purejaxppo.config import PPOConfig, check_config
 from purejaxppo.losses import get_policy_loss
 from purejaxppo.networks import Networks
 from purejaxppo.parallel import compiler_options
@@ -136,6 +136,10 @@ def gradient_agreement(config: PPOConfig, key: Array, losses: Sequence[str] = DE
     Returns:
         A :class:`GradientAgreement`; arrays ``[update_epochs * num_minibatches, ...]``.
     """
+    check_config(config)
+    if isinstance(losses, str) or not isinstance(losses, Sequence):
+        raise ValueError(f"losses must be a sequence of at least two policy loss names, got "
+                         f"{losses!r}, e.g. ('ppo_clip', 'importance_ratio')")
     names = tuple(losses)
     for name in (*names, driver):
         get_policy_loss(name)  # raises for an unknown name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 # No JAX import at module level: the command line reads the fields (its flags) and answers
@@ -41,6 +42,20 @@ class Hyperparams(NamedTuple):
 
 
 HYPERPARAMS = Hyperparams._fields
+
+HYPERPARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: v > 0, "must be > 0"),
+    "clip_eps": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "ent_coef": (lambda v: v >= 0, "must be >= 0"),
+    "vf_coef": (lambda v: v >= 0, "must be >= 0"),
+    "gamma": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "gae_lambda": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "max_grad_norm": (lambda v: v > 0, "must be > 0"),
+    "kl_target": (lambda v: v > 0, "must be > 0"),
+    "kl_beta_init": (lambda v: v >= 0, "must be >= 0"),
+    "max_kl": (lambda v: v > 0, "must be > 0"),
+}
+"""Each hyperparameter's allowed values: ``(test, what is allowed)``."""
 
 MAX_TIMESTEPS = 2**31 - 1
 """Largest ``total_timesteps``: environment-step counts are int32 on device."""
@@ -85,7 +100,8 @@ class PPOConfig:
     """Policy loss: ppo_clip, ppo_clip_log, importance_ratio, importance_log, policy_gradient or
     kl_penalty (purejaxppo.losses.POLICY_LOSSES)."""
     norm_adv: bool = True
-    """Normalise advantages to zero mean, unit std within each minibatch."""
+    """Normalise advantages to zero mean, unit std within each minibatch (TRPO: the batch); a
+    minibatch of one transition keeps its advantage as it is."""
     clip_value: bool = True
     """Use PPO's clipped value loss (range clip_eps) instead of the plain squared error.
 
@@ -172,6 +188,16 @@ class PPOConfig:
         return d
 
 
+def check_config(config: Any) -> PPOConfig:
+    """``config`` if it is a :class:`PPOConfig`, else a TypeError saying how to build one."""
+    if not isinstance(config, PPOConfig):
+        hint = ("PPOConfig(**d) builds one from a dict such as a run's config.json"
+                if isinstance(config, dict) else "e.g. PPOConfig(env='CartPole-v1')")
+        raise TypeError(f"config must be a purejaxppo.PPOConfig, got {type(config).__name__}: "
+                        f"{hint}")
+    return config
+
+
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"PPOConfig.{name}={value!r} is invalid: {allowed}")
 
@@ -245,26 +271,15 @@ def _validate(c: PPOConfig) -> None:
             f"{c.num_updates * c.batch_size} steps",
             stacklevel=4,
         )
-    if not 0.0 < c.gamma <= 1.0:
-        _fail("gamma", c.gamma, "must be in (0, 1]")
-    if not 0.0 <= c.gae_lambda <= 1.0:
-        _fail("gae_lambda", c.gae_lambda, "must be in [0, 1]")
-    for name in ("clip_eps", "lr", "max_grad_norm", "kl_target"):
-        if getattr(c, name) <= 0:
-            _fail(name, getattr(c, name), "must be > 0")
-    if c.clip_eps >= 1:
-        _fail("clip_eps", c.clip_eps, "must be in (0, 1)")
-    for name in ("ent_coef", "vf_coef", "kl_beta_init"):
-        if getattr(c, name) < 0:
-            _fail(name, getattr(c, name), "must be >= 0")
+    for name, (ok, allowed) in HYPERPARAM_RANGES.items():
+        if not ok(getattr(c, name)):
+            _fail(name, getattr(c, name), allowed)
     from purejaxppo.losses import POLICY_LOSSES  # JAX, imported only to validate
 
     if not isinstance(c.policy_loss, str) or c.policy_loss not in POLICY_LOSSES:
         _fail("policy_loss", c.policy_loss, f"must be one of {', '.join(POLICY_LOSSES)}")
     if not isinstance(c.update_rule, str) or c.update_rule not in UPDATE_RULES:
         _fail("update_rule", c.update_rule, f"must be one of {', '.join(UPDATE_RULES)}")
-    if c.max_kl <= 0:
-        _fail("max_kl", c.max_kl, "must be > 0")
     for name in ("cg_iters", "line_search_steps"):
         if getattr(c, name) < 1:
             _fail(name, getattr(c, name), "must be a positive integer")

@@ -332,8 +332,8 @@ def cnn_networks(env: Any, config: Any) -> Networks:
     Snake, its grid and its step count).
 
     Raises:
-        ValueError: the observations are not 3-D grids and hold no single 3-D part, or their
-            parts do not add up to the observation.
+        ValueError: the observations are not 3-D grids and hold no single 3-D part, their
+            parts do not add up to the observation, or the grid is smaller than 3x3.
     """
     shape, start, extra = tuple(env.obs_shape), 0, 0
     if len(shape) != 3:
@@ -352,6 +352,9 @@ def cnn_networks(env: Any, config: Any) -> Networks:
         shape = parts[grids[0]]
         start = sum(math.prod(p) for p in parts[:grids[0]])
         extra = env.obs_size - math.prod(shape)
+    if shape[0] < 3 or shape[1] < 3:
+        raise ValueError(f"network='cnn' needs a grid of at least 3x3 for its 3x3 convolution; "
+                         f"{env.env_id}'s is {shape[0]}x{shape[1]}: use network='mlp'")
     hidden = tuple(config.hidden_sizes)
     return Networks(actor=CNNActor(shape, hidden, env.action_size, env.discrete,
                                    config.activation, env.action_nvec, start=start, extra=extra),

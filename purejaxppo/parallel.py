@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.config import Hyperparams, PPOConfig, check_config
 from purejaxppo.rollout import EnvCarry
 from purejaxppo.train import TrainResult, TrainState, make_init, make_update
 
@@ -363,6 +363,10 @@ def make_train_data_parallel(config: PPOConfig, mesh: Mesh, axis_name: str | Non
     Raises:
         ValueError: ``num_envs`` does not divide by the devices of ``axis_name``.
     """
+    check_config(config)
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}: e.g. "
+                        "jax.make_mesh((jax.device_count(),), ('envs',))")
     axis = mesh.axis_names[0] if axis_name is None else axis_name
     if config.num_envs % mesh.shape[axis]:
         raise ValueError(f"num_envs={config.num_envs} must be divisible by the "

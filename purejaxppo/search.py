@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.config import Hyperparams, PPOConfig, check_config
 from purejaxppo.metrics import final_return, final_window
 from purejaxppo.parallel import compiler_options
 from purejaxppo.sweeps import (
@@ -82,7 +82,9 @@ def check_space(config: PPOConfig, space: Mapping[str, Any]) -> Space:
 
     Raises:
         ValueError: one line naming the key, what is wrong and what is allowed.
+        TypeError: ``config`` is not a :class:`PPOConfig`.
     """
+    check_config(config)
     if not isinstance(space, Mapping) or not space:
         raise ValueError(f"the search space must be a non-empty mapping {{field: distribution}}, "
                          f"got {space!r}")

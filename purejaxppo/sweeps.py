@@ -23,7 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig
+from purejaxppo.config import HYPERPARAMS, Hyperparams, PPOConfig, check_config
 from purejaxppo.metrics import final_return, final_window
 from purejaxppo.parallel import (
     compiler_options,
@@ -136,7 +136,9 @@ def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
     Raises:
         ValueError: for a key that is not sweepable in one program (naming the static fields
             that need one program per value), an empty list, or an invalid value.
+        TypeError: ``config`` is not a :class:`PPOConfig`.
     """
+    check_config(config)
     grid = dict(grid or {})
     static = [f.name for f in dataclasses.fields(PPOConfig) if f.name not in SWEEPABLE]
     checked = {}
@@ -146,7 +148,10 @@ def check_grid(config: PPOConfig, grid: Mapping[str, Sequence[Any]] | None
                 f"grid key {key!r} cannot be swept inside one compiled program. Sweepable: "
                 f"{', '.join(SWEEPABLE)}. Static fields ({', '.join(static)}) fix shapes or "
                 "code: run one sweep per value instead.")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
+        if isinstance(values, jax.Array) and not isinstance(values, jax.core.Tracer):
+            values = np.asarray(values)  # jnp.linspace(...) as well as a list or a NumPy array
+        if (isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray)
+                or np.ndim(values) != 1):
             raise ValueError(f"grid[{key!r}] must be a list of values, got {values!r}")
         values = [v.item() if isinstance(v, np.generic) else v for v in values]
         if not values:

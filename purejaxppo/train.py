@@ -19,7 +19,7 @@ import numpy as np
 from purejaxppo import envs, evaluation, trpo
 from purejaxppo import rollout as rollout_lib
 from purejaxppo.advantages import bootstrap_values, gae
-from purejaxppo.config import Hyperparams, PPOConfig
+from purejaxppo.config import HYPERPARAM_RANGES, Hyperparams, PPOConfig, check_config
 from purejaxppo.distributions import Categorical, DiagGaussian, MultiCategorical
 from purejaxppo.envs import Box, Env, MultiDiscrete
 from purejaxppo.losses import get_policy_loss
@@ -102,6 +102,7 @@ def make_agent(config: PPOConfig, networks: Networks | None = None) -> Agent:
         networks: the actor and critic modules; by default ``config.network``'s
             (:func:`purejaxppo.networks.make_networks`).
     """
+    check_config(config)
     env = envs.make(config.env)
     nets = make_networks(env, config) if networks is None else networks
     if not isinstance(nets, Networks):
@@ -192,11 +193,29 @@ def as_key(key: Array) -> Array:
 
 
 def check_hparams(hparams: Any) -> Hyperparams:
-    """``hparams`` if it is a :class:`Hyperparams`, else a TypeError saying how to build one."""
+    """``hparams`` if it is a :class:`Hyperparams` of scalars, else one clear error.
+
+    Raises:
+        TypeError: not a ``Hyperparams``.
+        ValueError: a field that is not a scalar (batched values need ``jax.vmap`` over them),
+            or a concrete value outside its range (:data:`purejaxppo.config.HYPERPARAM_RANGES`;
+            traced values, inside ``jit``, cannot be checked).
+    """
     if not isinstance(hparams, Hyperparams):
         raise TypeError(f"hparams must be a purejaxppo.Hyperparams, got {type(hparams).__name__}: "
                         "build it with config.hyperparams() or Hyperparams(**fields), e.g. "
                         "config.hyperparams()._replace(lr=3e-4)")
+    for name, field in zip(Hyperparams._fields, hparams, strict=True):
+        if np.ndim(field) != 0:
+            raise ValueError(f"hparams.{name} has shape {tuple(np.shape(field))}: one run takes "
+                             "scalar hyperparameters; to train several values at once, batch "
+                             "them and vmap, e.g. jax.vmap(train, in_axes=(None, 0))(key, hparams)")
+        if isinstance(field, jax.core.Tracer):
+            continue
+        ok, allowed = HYPERPARAM_RANGES[name]
+        number = float(np.asarray(field))
+        if not (np.isfinite(number) and ok(number)):
+            raise ValueError(f"hparams.{name}={number!r} is invalid: {allowed}")
     return hparams
 
 
@@ -221,6 +240,24 @@ def check_params(agent: Agent, params: Any) -> None:
                              f"{tuple(np.shape(g))}, this config's networks expect "
                              f"{tuple(w.shape)}: was the state made with another config "
                              "(hidden_sizes, network, env)?")
+
+
+def check_state(agent: Agent, state: TrainState, hp: Hyperparams) -> None:
+    """ValueError unless ``state`` fits ``agent``'s config: its params (:func:`check_params`),
+    its environments (``num_envs`` of ``env``'s observations) and its optimiser state (the
+    structure ``config.update_rule``'s ``init`` gives). Shapes only, so it holds under ``jit``."""
+    check_params(agent, state.params)
+    want = (agent.config.num_envs, agent.env.obs_size)
+    obs = getattr(state.env_carry, "obs", None)
+    if tuple(np.shape(obs)) != want:
+        raise ValueError(f"state.env_carry holds observations of shape {tuple(np.shape(obs))}, "
+                         f"this config's environments {want} (num_envs, observation size): was "
+                         "the state made with another config (num_envs, env)?")
+    expected = jax.eval_shape(make_rule(agent).init, state.params, hp)
+    if _paths(expected) != _paths(state.opt_state):  # by path: a FrozenDict is a dict here
+        raise ValueError("state.opt_state is not the optimiser state of update_rule="
+                         f"{agent.config.update_rule!r}: was the state made with another config "
+                         "(update_rule)?")
 
 
 def init_state(agent: Agent, key: Array, hp: Hyperparams) -> TrainState:
@@ -392,7 +429,7 @@ def update_step(agent: Agent, state: TrainState, hp: Hyperparams,
     """
     config = agent.config
     check_hparams(hp)
-    check_params(agent, state.params)
+    check_state(agent, state, hp)
     key, k_rollout, k_update = jax.random.split(state.key, 3)
     env_carry, traj, episodes = collect(agent, state, hp, k_rollout)
     batch = advantages_batch(agent, state.params, env_carry, traj, hp)

@@ -78,3 +78,47 @@ def test_obs_stats_of_several_seeds_are_refused():
         policy(config)(params, jnp.zeros(4), KEY, obs_stats=stats)
     one = jax.tree.map(lambda x: x[0], stats)
     assert policy(config)(params, jnp.zeros(4), KEY, obs_stats=one).shape == ()
+
+
+class _MultiDiscreteWorld:
+    """Observations of two indices (MultiDiscrete (3, 4)), actions of two factors (2, 3)."""
+
+    observation_space = None  # set below, once purejaxppo.envs is imported
+    action_space = None
+    max_episode_steps = 10
+
+    def reset(self, key):
+        return jnp.array([0, 0]), jnp.int32(0)
+
+    def transition(self, key, state, action):
+        return jnp.stack([action[0], action[1]]), state + 1, 1.0, False, False
+
+
+def test_policy_acts_on_multidiscrete_observations_and_refuses_an_empty_factor():
+    """Before: ``policy`` read a MultiDiscrete observation as shape () and failed to reshape it,
+    and a mask with no valid value of one factor gave that factor's masked-out value 0."""
+    from purejaxppo import envs
+    from purejaxppo.train import make_agent
+
+    _MultiDiscreteWorld.observation_space = envs.MultiDiscrete((3, 4))
+    _MultiDiscreteWorld.action_space = envs.MultiDiscrete((2, 3))
+    envs.register("MultiDiscreteWorld-v0", _MultiDiscreteWorld)
+    config = PPOConfig(**{**TINY, "total_timesteps": 256, "env": "MultiDiscreteWorld-v0"})
+    params = jax.jit(make_train(config))(KEY).params
+    act = policy(config)
+    obs = jnp.array([[1, 2], [0, 3], [2, 0]])
+    actions = act(params, obs, deterministic=True)
+    agent = make_agent(config)
+    flat = jax.vmap(agent.env.flatten)(obs)
+    factors = agent.nets.actor.apply(params["actor"], flat).factors
+    expected = jnp.stack([f.logits.argmax(-1) for f in factors], -1)
+    assert actions.shape == (3, 2) and (np.asarray(actions) == np.asarray(expected)).all()
+    assert (np.asarray(act(params, obs[0], deterministic=True)) == np.asarray(expected[0])).all()
+    with pytest.raises(ValueError) as error:
+        act(params, obs[0], KEY, action_mask=jnp.array([False, False, True, False, True]))
+    assert "no value of the action's factor 0" in str(error.value)
+    assert "\n" not in str(error.value)
+    # One valid value per factor: that value, every time.
+    only = act(params, jnp.tile(obs[:1], (32, 1)), KEY,
+               action_mask=jnp.tile(jnp.array([False, True, False, False, True]), (32, 1)))
+    assert (np.asarray(only) == np.array([1, 2])).all()

@@ -66,3 +66,9 @@ def test_normalize_advantages_has_zero_mean_unit_std_and_survives_constants():
     out = normalize_advantages(adv)
     assert abs(float(out.mean())) < 1e-6 and abs(float(out.std()) - 1.0) < 1e-5
     np.testing.assert_array_equal(normalize_advantages(jnp.ones(5)), np.zeros(5))
+
+
+def test_a_single_advantage_is_left_as_it_is():
+    """Normalised, one advantage would be 0 and its minibatch would carry no policy gradient."""
+    np.testing.assert_array_equal(normalize_advantages(jnp.array([-2.5])), [-2.5])
+    np.testing.assert_array_equal(normalize_advantages(jnp.array([[4.0]])), [[4.0]])

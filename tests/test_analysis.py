@@ -87,3 +87,9 @@ def test_bad_arguments_are_rejected():
         gradient_agreement(CONFIG, jax.random.key(0), driver="trpo")
     with pytest.raises(ValueError, match="at least two"):
         gradient_agreement(CONFIG, jax.random.key(0), losses=("ppo_clip",))
+
+
+def test_losses_given_as_one_string_are_named():
+    with pytest.raises(ValueError, match=r"losses must be a sequence of at least two policy loss "
+                                         r"names, got 'ppo_clip'"):
+        gradient_agreement(PPOConfig(), jax.random.key(0), losses="ppo_clip")

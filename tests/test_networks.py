@@ -301,3 +301,18 @@ def test_cnn_on_a_grid_part_checks_the_parts_add_up():
     moved = jnp.concatenate([x[:, 2:], x[:, :2]], axis=-1)
     np.testing.assert_allclose(after.apply(params, x), first.apply(params, moved), rtol=1e-6)
     assert not np.allclose(after.apply(params, x), first.apply(params, x))
+
+
+def test_cnn_refuses_a_grid_smaller_than_its_kernel():
+    """Before: a 2x2 grid gave a 0x0 convolution output, and a policy and a value that did not
+    depend on the observation at all."""
+    from types import SimpleNamespace
+
+    from purejaxppo import networks
+
+    env = SimpleNamespace(obs_shape=(2, 2, 1), obs_size=4, obs_parts=((2, 2, 1),),
+                          env_id="Tiny-v0", action_size=2, discrete=True, action_nvec=())
+    with pytest.raises(ValueError, match=r"at least 3x3 .* Tiny-v0's is 2x2: use network='mlp'"):
+        networks.make_networks(env, PPOConfig(network="cnn"))
+    env.obs_shape, env.obs_size, env.obs_parts = (3, 5, 1), 15, ((3, 5, 1),)
+    assert networks.make_networks(env, PPOConfig(network="cnn")).actor.obs_shape == (3, 5, 1)

@@ -160,3 +160,15 @@ def test_train_runs_refuses_keys_and_hyperparameters_that_do_not_fit():
     for k, h, words in cases:
         with pytest.raises(ValueError, match=words):
             train_runs(config, k, h)
+
+
+def test_a_grid_of_jax_arrays_sweeps_as_a_list_does():
+    config = PPOConfig(**{**TINY, "total_timesteps": 256})
+    as_list = sweep(config, seeds=1, grid={"lr": [1e-3, 2e-3]})
+    as_jax = sweep(config, seeds=1, grid={"lr": jax.numpy.array([1e-3, 2e-3])})
+    np.testing.assert_allclose(as_jax.values["lr"], as_list.values["lr"], rtol=1e-7)
+    runs = [(r.result.params, r.result.metrics) for r in (as_list, as_jax)]
+    for a, b in zip(*map(jax.tree.leaves, runs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"grid\['lr'\] must be a list of values"):
+        sweep(config, seeds=1, grid={"lr": jax.numpy.ones((2, 2))})

@@ -442,3 +442,57 @@ def test_params_held_in_a_flax_frozendict_train_as_a_dict_does(extra):
                               np.asarray(jax.tree.leaves(frozen.params)[0]))
     np.testing.assert_array_equal(np.asarray(metrics["policy_loss"]),
                                   np.asarray(plain_metrics["policy_loss"]))
+
+
+def test_hparams_must_be_scalars_in_their_ranges_and_the_state_this_configs():
+    """Before: batched hyperparameters without the vmap failed deep in a product (or, of shape
+    (1,), trained with a metric of the wrong shape), a negative learning rate trained backwards,
+    and the state of another num_envs or update rule failed on a reshape or an attribute."""
+    config = PPOConfig(**TINY)
+    train = make_train(config)
+    hp = config.hyperparams()
+    batched = jax.tree.map(lambda x: jnp.full(3, x), hp)
+    for bad in (batched, hp._replace(lr=jnp.ones(1))):
+        with pytest.raises(ValueError, match=r"hparams.lr has shape \((3|1),\): .* "
+                                             r"jax.vmap\(train, in_axes=\(None, 0\)\)"):
+            jax.jit(train)(jax.random.key(0), bad)
+    for field, value, allowed in (("lr", -1.0, "must be > 0"), ("gamma", 2.0, "in (0, 1]"),
+                                  ("clip_eps", float("nan"), "in (0, 1)")):
+        with pytest.raises(ValueError, match=rf"hparams.{field}=.* is invalid: must") as error:
+            make_init(config)(jax.random.key(0), hp._replace(**{field: jnp.float32(value)}))
+        assert allowed in str(error.value)
+    # Traced values cannot be checked, and valid batched ones train as before.
+    three = jax.jit(jax.vmap(train, in_axes=(None, 0)))(jax.random.key(0), batched)
+    assert three.metrics["episode_return"].shape == (3, config.num_updates)
+
+    state = make_init(config)(jax.random.key(0))
+    more_envs = PPOConfig(**{**TINY, "num_envs": 8})
+    with pytest.raises(ValueError, match=r"state.env_carry holds observations of shape \(4, 4\), "
+                                         r"this config's environments \(8, 4\)"):
+        make_run(more_envs)(state, hp, 1)
+    trpo = PPOConfig(**{**TINY, "update_rule": "trpo"})
+    with pytest.raises(ValueError, match=r"not the optimiser state of update_rule='trpo'"):
+        make_run(trpo)(state, hp, 1)
+    with pytest.raises(ValueError, match=r"not the optimiser state of update_rule='ppo'"):
+        make_run(config)(make_init(trpo)(jax.random.key(0)), hp, 1)
+
+
+@pytest.mark.parametrize("config", ["CartPole-v1", {"env": "CartPole-v1"}, None])
+def test_a_config_that_is_not_a_ppoconfig_is_named(config):
+    from purejaxppo import gradient_agreement, sweep
+
+    for fn in (make_train, make_init, policy, lambda c: sweep(c, seeds=1),
+               lambda c: gradient_agreement(c, jax.random.key(0))):
+        with pytest.raises(TypeError, match=r"config must be a purejaxppo.PPOConfig, got "
+                                            rf"{type(config).__name__}") as error:
+            fn(config)
+        assert "PPOConfig(" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_minibatches_of_one_transition_still_move_the_policy():
+    """With norm_adv, one advantage used to normalise to 0: no policy gradient at all."""
+    config = PPOConfig(num_envs=4, num_steps=16, num_minibatches=64, total_timesteps=640,
+                       ent_coef=0.0)
+    metrics = jax.jit(make_train(config))(jax.random.key(0)).metrics
+    assert np.abs(np.asarray(metrics["policy_loss"])).max() > 1e-3
+    assert np.asarray(metrics["approx_kl"]).max() > 0

@@ -95,8 +95,11 @@ class Env:
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        """Shape of a raw observation (a Box's shape; ``()`` for a Discrete one)."""
+        """Shape of a raw observation: a Box's shape, ``(len(nvec),)`` for a MultiDiscrete one
+        (one index per factor), ``()`` for a Discrete one."""
         space = self.observation_space
+        if isinstance(space, spaces.MultiDiscrete):
+            return (len(space.nvec),)
         return tuple(space.shape) if isinstance(space, spaces.Box) else ()
 
     @property
