@@ -477,7 +477,15 @@ def cmd_train(argv: list[str]) -> Callable[[], int]:
     else:
         file_settings = read_settings_file(ns.config_file) if ns.config_file else None
         config, options, preset = resolve(given, file_settings)
-        _warn_unused(config.update_rule, {*given, *(file_settings or {})})
+        # A settings file's value names a setting only where it is not the default (the preset's
+        # or PPOConfig's): a run's config.json holds every field, and replaying it must not warn.
+        from purejaxppo.app.presets import get_preset
+        from purejaxppo.config import PPOConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
+        defaults.update(get_preset(preset).config if preset else {})
+        changed = {k for k, v in (file_settings or {}).items() if defaults.get(k, v) != v}
+        _warn_unused(config.update_rule, {*given, *changed})
         make_agent(config)  # unknown envs and unsupported spaces fail here, before any output
         if ns.seed_index is not None:
             options = _one_seed_of(options, ns.seed_index, several)
@@ -850,10 +858,11 @@ def _main(argv: list[str]) -> int:
         if isinstance(e, CheckpointError):
             # A checkpoint is restored only once the run starts: one that does not fit its
             # config is bad input like those found before (nothing has been written yet).
-            print(f"{PROG}: error: {_first_line(e)}", file=sys.stderr)
+            distributed.say_error(_first_line(e))
             code = EXIT_USAGE
         else:
-            print(f"{PROG}: error: {_failure(e)}", file=sys.stderr)
+            lost = distributed.peer_lost(e) if distributed.several(_LAYOUT) else None
+            distributed.say_error(lost or _failure(e))
             code = 1
         if distributed.several(_LAYOUT):
             distributed.leave(code)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import socket
 import sys
 import threading
@@ -164,6 +165,7 @@ def initialize(layout: Layout) -> None:
         check_port_free(int(layout.coordinator.rpartition(":")[2]))
     who = "" if layout.process_id is None else f"process {layout.process_id}: "
     others = _others(layout.process_id, layout.num_processes)
+    _filter_stdout()
     joined = threading.Event()
     _watch(lambda: joined.wait(layout.join_timeout) or fail(
         f"{who}{others} did not join the coordinator {layout.coordinator or '(from the cluster)'}"
@@ -205,13 +207,48 @@ def check_port_free(port: int) -> None:
             continue  # the family is not available here: try the next one
 
 
-def fail(message: str) -> None:
-    """Prints ``message`` as one error line and ends this process at once (exit
-    :data:`EXIT_FAULT`), without waiting for peers that are gone."""
+_SPOKEN = threading.Lock()
+_spoken: list[str] = []
+
+
+def say_error(message: str) -> bool:
+    """Prints ``purejaxppo: error: message`` unless this process already printed its error line
+    (a fault seen by the watchdog thread and by the main thread at once is one line, not two);
+    returns whether it printed."""
+    with _SPOKEN:
+        if _spoken:
+            return False
+        _spoken.append(message)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     print(PREFIX + message, file=sys.stderr, flush=True)
+    return True
+
+
+def fail(message: str) -> None:
+    """Prints ``message`` as one error line (:func:`say_error`) and ends this process at once
+    (exit :data:`EXIT_FAULT`), without waiting for peers that are gone."""
+    say_error(message)
     os._exit(EXIT_FAULT)
+
+
+PEER_LOST = ("closed by peer", "reset by peer", "Broken pipe", "Connection refused")
+"""What gloo's error says when the other end of a collective is gone."""
+
+
+def peer_lost(e: BaseException) -> str | None:
+    """For a collective that failed because another process is gone (it died or was killed
+    while this one waited in a gather), the line to say; None for any other error."""
+    text = str(e)
+    if "Gloo" not in text or not any(s in text for s in PEER_LOST):
+        return None
+    first = text.strip().splitlines()[0]
+    detail = re.sub(r"\[[^\]]*\.cc:\d+\] ", "", first.split("Gloo", 1)[1])  # gloo's source line
+    import jax
+
+    return (f"process {jax.process_index()}: another process closed its connection during a "
+            f"collective (it died or was killed; Gloo{detail}); the run cannot continue without "
+            "it")
 
 
 def leave(code: int) -> None:
@@ -294,6 +331,34 @@ def _filter_stderr(label: str) -> None:
                                  (os.POSIX_SPAWN_CLOSE, write_end)])
     os.close(read_end)
     os.dup2(write_end, 2)
+    os.close(write_end)
+
+
+STDOUT_FILTER = r"""
+import os, re
+drop = re.compile(rb"\[Gloo\] Rank \d+ is connected to \d+ peer ranks")
+rest = b""
+while chunk := os.read(0, 65536):
+    *lines, rest = (rest + chunk).split(b"\n")
+    kept = b"".join(line + b"\n" for line in lines if not drop.match(line))
+    if kept:
+        os.write(1, kept)
+os.write(1, rest)
+"""
+"""The reader of :func:`_filter_stdout`: passes stdout through line by line, except the line
+gloo prints for each connection it makes ("[Gloo] Rank 0 is connected to 1 peer ranks...")."""
+
+
+def _filter_stdout() -> None:
+    """Routes this process's stdout (file descriptor 1) through :data:`STDOUT_FILTER`, which
+    ends when this process does: the processes print only what the command prints."""
+    sys.stdout.flush()
+    read_end, write_end = os.pipe()
+    os.posix_spawn(sys.executable, [sys.executable, "-c", STDOUT_FILTER], os.environ,
+                   file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
+                                 (os.POSIX_SPAWN_CLOSE, write_end)])
+    os.close(read_end)
+    os.dup2(write_end, 1)
     os.close(write_end)
 
 

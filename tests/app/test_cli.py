@@ -303,9 +303,10 @@ def test_gif_drawn_by_an_adapter_and_one_that_cannot_draw(tmp_path):
 
 def test_settings_the_update_rule_ignores_are_named_in_a_warning(run_c_started, work, cli_env):
     """TRPO reads no policy loss or entropy bonus: naming them (by flag or in a settings file)
-    trains as asked, with one warning line; PPO has no KL limit."""
+    trains as asked, with one warning line; PPO has no KL limit. A run's config.json holds every
+    setting, so replaying it warns about none (before: the ones at their defaults too)."""
     run_c_started.result()
-    (work / "trpo.json").write_text('{"ent_coef": 0.01}')
+    (work / "trpo.json").write_text('{"ent_coef": 0.02}')
     proc = run_cli(["train", *TINY_FLAGS, "--update-rule", "trpo", "--policy-loss", "kl_penalty",
                     "--config", "trpo.json", "--no-progress", "--out", "TRPO-UNUSED"], work,
                    cli_env)
@@ -318,6 +319,16 @@ def test_settings_the_update_rule_ignores_are_named_in_a_warning(run_c_started, 
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "purejaxppo: warning: --max-kl is not used by --update-rule ppo; drop it"], proc.stderr
+    for run, words in (("PPO-UNUSED", "--max-kl is"), ("TRPO-UNUSED", "--policy-loss, --ent-coef are")):
+        proc = run_cli(["train", "--config", f"{run}/config.json", "--no-progress",
+                        "--out", f"{run}-AGAIN"], work, cli_env)
+        assert proc.returncode == 0, proc.stderr
+        assert f"purejaxppo: warning: {words} not used" in proc.stderr, proc.stderr
+    (work / "PPO-UNUSED" / "config.json").write_text(json.dumps(
+        {**json.loads((work / "PPO-UNUSED" / "config.json").read_text()), "max_kl": 0.01}))
+    proc = run_cli(["train", "--config", "PPO-UNUSED/config.json", "--no-progress",
+                    "--out", "PPO-DEFAULTS"], work, cli_env)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
 
 
 def test_diverging_run_exits_with_the_first_bad_update(run_c_started, work, cli_env):

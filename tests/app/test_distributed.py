@@ -64,6 +64,9 @@ def test_two_processes_train_like_one_and_process_0_alone_writes(trained):
         assert r.code == 0, r
     assert "Training PPO" in p0.out and "in 2 processes" in p0.out, p0
     assert "Training" not in p1.out and not (work / "p1" / "run").exists(), p1
+    # The others print nothing at all; gloo's line per connection is left out (before: 4 lines
+    # "[Gloo] Rank 1 is connected to 1 peer ranks..." on each process's stdout).
+    assert p1.out.strip() == "" and p1.err.strip() == "" and "[Gloo]" not in p0.out, (p0, p1)
     two, single = work / "p0" / "run", work / "one" / "run"
     a, b = (json.loads((d / "summary.json").read_text()) for d in (two, single))
     assert a["seeds"] == b["seeds"] == [0, 1, 2, 3]
@@ -174,6 +177,33 @@ def test_a_process_that_dies_stops_the_other_with_one_line(tmp_path, env, killed
     expected = ("process 0: process 1 gave no sign of life for 5 s" if killed == 1
                 else "process 1: lost the coordinator (process 0)")
     one_line(other, expected)
+
+
+def test_a_process_killed_while_training_stops_the_other_with_one_line(tmp_path, env):
+    """Killed between two gathers of the seeds (a checkpoint every 2 updates): process 0's next
+    collective fails at once. Before: a JaxRuntimeError line about gloo's pair.cc, followed at
+    times by the watchdog's line as a second one."""
+    port = free_port()
+    assert TINY_FLAGS[0] == "--total-timesteps"
+    flags = ["--total-timesteps", str(7812 * 256), *TINY_FLAGS[2:], "--num-seeds", "4",
+             "--checkpoint-every", "2", "--heartbeat-timeout", "5", "--out", "run"]
+    commands = [[*PURE, "train", *flags, *pair_flags(port, i)] for i in (0, 1)]
+    with Group(commands, [env] * 2, tmp_path / "logs", cwd=tmp_path) as group:
+        deadline = time.monotonic() + 180
+        while not any((tmp_path / "run" / "checkpoints").glob("ckpt-*")):
+            assert time.monotonic() < deadline, group.stdout(0)
+            time.sleep(0.2)
+        time.sleep(1.0)  # well inside the run: a checkpoint every 2 of 7812 updates
+        group.kill_process(1)
+        start = time.monotonic()
+        results = group.wait(60, settle_s=3)
+    assert results[0].code == 1 and time.monotonic() - start < 40, results[0]
+    lines = [line for line in results[0].err.splitlines() if line.strip()]
+    assert len(lines) == 1, results[0]
+    assert ("process 0: another process closed its connection during a collective (it died or "
+            "was killed; Gloo" in lines[0]
+            or "process 0: process 1 gave no sign of life for 5 s" in lines[0]), results[0]
+    assert "JaxRuntimeError" not in results[0].err and "Traceback" not in results[0].err
 
 
 def test_bad_input_under_several_processes_ends_each_with_one_line(tmp_path, env):
