@@ -148,7 +148,8 @@ def markdown(rows: list[dict], skipped: list[dict], total_s: float) -> str:
         peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**30:.2f}"
         ret = r["final_return_mean"]
         ret = "-" if ret is None or math.isnan(ret) else f"{ret:.1f}"
-        lines.append(f"| {r['row']} | {r['seeds']} | {r['num_envs']} | {r['updates']} | "
+        label = r["row"] + (f" (this run: {r['ran_as']})" if r.get("ran_as") else "")
+        lines.append(f"| {label} | {r['seeds']} | {r['num_envs']} | {r['updates']} | "
                      f"{r['compile_s']:.1f} | {r['run_s']:.2f} | {r['steps_per_s'] / 1e6:.2f}M | "
                      f"{peak} | {ret} |")
     if skipped:
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             if case.smoke_env:
                 overrides["env"] = case.smoke_env
         row = run(case, seeds, updates, overrides)
+        if overrides and "env" in overrides:
+            row["ran_as"] = overrides["env"]  # the label's env is not the one that ran
         rows.append(row)
         print(row, flush=True)
     total_s = time.perf_counter() - start

@@ -39,7 +39,9 @@ def test_smoke_run_writes_every_row_or_its_reason(tmp_path):
     assert "final return" in table and table.count("| CartPole-v1 |") == 3
     # The Brax row (when it ran) ran its smoke env under its own label.
     brax_rows = [r for r in payload["rows"] if r["row"].startswith(gpu.BRAX_ENV)]
-    assert all(r["env"] == gpu.BRAX_SMOKE_ENV for r in brax_rows), brax_rows
+    assert all(r["env"] == r["ran_as"] == gpu.BRAX_SMOKE_ENV for r in brax_rows), brax_rows
+    for r in brax_rows:  # and the table says which env ran
+        assert f"| {r['row']} (this run: {gpu.BRAX_SMOKE_ENV}) |" in table, table
 
 
 def test_optional_rows_follow_what_is_installed(monkeypatch):

@@ -23,10 +23,12 @@ class ProgressBar:
 
     def start(self) -> None:
         """Shows the bar; call when the compiled program starts (compiling is not counted)."""
-        # A terminal that reports no width (some pseudo-terminals) gets 80 columns.
-        width = shutil.get_terminal_size((80, 24)).columns or 80
+        # A terminal that reports no size (some pseudo-terminals say 0x0) gets 80x24: tqdm
+        # draws nothing on a screen it reads as having no rows.
+        size = shutil.get_terminal_size((80, 24))
         self._bar = tqdm(total=self._total, initial=self._done, unit="update", file=self._file,
-                         ncols=width, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                         ncols=size.columns or 80, nrows=size.lines or 24,
+                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
                          "updates [{elapsed}<{remaining}{postfix}]")
         self._t0 = time.perf_counter()
 

@@ -458,6 +458,11 @@ MORE_BAD_INPUTS = {
     "unknown config key": (["--config", "unknown.json", "--out", "bad"],
                            "unknown setting 'learning_rate'"),
     "overwrite a non-run": (["--out", "notrun", "--overwrite"], "not a purejaxppo run directory"),
+    "existing run": (["--out", "A"], "'A' already exists; pass --overwrite to replace it, "
+                                     "--resume A to continue it, or choose another --out"),
+    # A run killed before its first checkpoint cannot be resumed: --resume is not offered.
+    "existing run, no checkpoint": (["--out", "nockpt"], "'nockpt' already exists; pass "
+                                    "--overwrite to replace it or choose another --out"),
     "resume with new settings": (["--resume", "A", "--lr", "0.1"], "cannot take --lr"),
     "resume with imports": (["--resume", "A", "--imports", "mod"], "cannot take --imports"),
     "unknown network": (["--network", "transformer", "--out", "bad"],

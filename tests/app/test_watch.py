@@ -326,3 +326,30 @@ def test_metrics_csv_of_a_finished_run_is_complete_csv(uninterrupted):
     with open(uninterrupted / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["update"]) for r in rows] == list(range(1, DEFAULT_ROWS + 1))
+
+
+def test_the_bar_draws_on_a_terminal_that_reports_no_size(cli_env):
+    """Some pseudo-terminals (a bare pty, containers, CI runners) report 0x0. Before: tqdm read
+    -1 rows there and drew nothing at all."""
+    reader, writer = pty.openpty()  # no TIOCSWINSZ: the terminal reports 0 rows, 0 columns
+    code = ("import sys\nfrom purejaxppo.app.progress import ProgressBar\n"
+            "bar = ProgressBar(total=10, done=0, steps_per_update=512, file=sys.stderr)\n"
+            "bar.start()\nfor update in range(1, 11):\n    bar(update, 3.5)\nbar.close()\n")
+    try:
+        assert os.get_terminal_size(writer) == (0, 0)
+        proc = subprocess.run([sys.executable, "-c", code], stdout=writer, stderr=writer,
+                              env=cli_env, timeout=120)
+        os.close(writer)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(reader, 65536)
+            except OSError:  # the terminal's other end is closed: all of it was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(reader)
+    assert proc.returncode == 0
+    assert b"10/10 updates" in shown and b"return 3.5" in shown, shown
