@@ -832,12 +832,12 @@ def _main(argv: list[str]) -> int:
                 lines = [f"{e.strerror or e}{where}; check the paths given"]
             else:
                 lines = [_first_line(e)]
-            print(f"{PROG}: error: {lines[0]}", file=sys.stderr)
+            _say_error(lines[0])
             if distributed.several(_LAYOUT) and _jax_started():
                 distributed.leave(EXIT_USAGE)  # the others may never reach JAX's exit barrier
             return EXIT_USAGE
         except Exception as e:  # e.g. the code of an environment given by --imports
-            print(f"{PROG}: error: {_failure(e)}", file=sys.stderr)
+            _say_error(_failure(e))
             if distributed.several(_LAYOUT) and _jax_started():
                 distributed.leave(1)
             return 1
@@ -861,15 +861,24 @@ def _main(argv: list[str]) -> int:
         if isinstance(e, CheckpointError):
             # A checkpoint is restored only once the run starts: one that does not fit its
             # config is bad input like those found before (nothing has been written yet).
-            distributed.say_error(_first_line(e))
+            _say_error(_first_line(e))
             code = EXIT_USAGE
         else:
             lost = distributed.peer_lost(e) if distributed.several(_LAYOUT) else None
-            distributed.say_error(lost or _failure(e))
+            _say_error(lost or _failure(e))
             code = 1
         if distributed.several(_LAYOUT):
             distributed.leave(code)
         return code
+
+
+def _say_error(line: str) -> None:
+    """``purejaxppo: error: LINE`` on stderr; with several processes, only if this process's
+    watchdog has not said its own line already (one line per process, never two)."""
+    if distributed.several(_LAYOUT):
+        distributed.say_error(line)
+    else:
+        print(f"{PROG}: error: {line}", file=sys.stderr)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -143,8 +143,9 @@ def _parts(obs: Any, drop: tuple[str, ...]) -> list[Any]:
 
 def flat_concat(obs: Any, drop: tuple[str, ...] = ("action_mask",)) -> Array:
     """An observation pytree (arrays, dicts, NamedTuples, dataclasses) as one float32 vector:
-    every array part flattened in C order and concatenated in the pytree's order, the fields
-    named in ``drop`` left out."""
+    every array part flattened in C order and concatenated, the fields of a dict or NamedTuple
+    sorted by name (as ``jax.tree`` orders a dict; ``observation_parts`` follows the same order),
+    the fields named in ``drop`` left out."""
     return jnp.concatenate([jnp.reshape(x, (-1,)).astype(jnp.float32)
                             for x in _parts(obs, drop)])
 
