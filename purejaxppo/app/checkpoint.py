@@ -28,10 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from purejaxppo.app.outputs import atomic_write
+from purejaxppo.app.outputs import CHECKPOINT_DIR, LATEST, atomic_write
 
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest"
 FORMAT = "purejaxppo-checkpoint/2"
 
 

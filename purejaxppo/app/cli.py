@@ -349,9 +349,10 @@ def _out_dir(out: str | None, env: str, overwrite: bool, resumable: bool = True
     if not path.is_dir():
         raise UsageError(f"--out {out!r} is a file; choose a directory path")
     if not overwrite:
-        # Only a run with a checkpoint can be resumed (one killed before its first has none);
-        # checkpoint.CHECKPOINT_DIR / LATEST, named here so as not to import JAX yet.
-        resumable = resumable and (path / "checkpoints" / "latest").is_file()
+        from purejaxppo.app.outputs import CHECKPOINT_DIR, LATEST
+
+        # Only a run with a checkpoint can be resumed (one killed before its first has none).
+        resumable = resumable and (path / CHECKPOINT_DIR / LATEST).is_file()
         resume = f", --resume {out} to continue it," if resumable else ""
         raise UsageError(f"output directory {out!r} already exists; pass --overwrite to replace "
                          f"it{resume} or choose another --out")

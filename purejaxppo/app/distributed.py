@@ -208,17 +208,15 @@ def check_port_free(port: int) -> None:
 
 
 _SPOKEN = threading.Lock()
-_spoken: list[str] = []
+"""Taken, never released, by the first error line this process prints."""
 
 
 def say_error(message: str) -> bool:
     """Prints ``purejaxppo: error: message`` unless this process already printed its error line
     (a fault seen by the watchdog thread and by the main thread at once is one line, not two);
     returns whether it printed."""
-    with _SPOKEN:
-        if _spoken:
-            return False
-        _spoken.append(message)
+    if not _SPOKEN.acquire(blocking=False):
+        return False
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     print(PREFIX + message, file=sys.stderr, flush=True)
@@ -319,18 +317,24 @@ fatal log of a failed peer (and the log lines of the second before it), which be
 def _filter_stderr(label: str) -> None:
     """Routes this process's stderr (file descriptor 2: Python's and the C++ runtime's) through
     :data:`STDERR_FILTER`, which ends when this process does."""
-    sys.stderr.flush()
+    _route_through(2, [sys.executable, "-c", STDERR_FILTER, label])
+
+
+def _route_through(fd: int, reader: list[str]) -> None:
+    """Makes ``fd`` of this process the writing end of a pipe that the command ``reader`` reads
+    (its standard input), writing what it keeps to what ``fd`` was before."""
+    (sys.stdout if fd == 1 else sys.stderr).flush()
     read_end, write_end = os.pipe()
     # A bare spawn, not a Popen: the reader outlives this process's interpreter, and a Popen
     # collected at exit while its process runs warns (ResourceWarning). It reads to the end of
     # the pipe, then exits, and is reaped by whoever inherits it.
-    os.posix_spawn(sys.executable, [sys.executable, "-c", STDERR_FILTER, label], os.environ,
+    os.posix_spawn(reader[0], reader, os.environ,
                    file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
-                                 (os.POSIX_SPAWN_DUP2, 2, 1),
+                                 (os.POSIX_SPAWN_DUP2, fd, 1),
                                  (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
                                  (os.POSIX_SPAWN_CLOSE, write_end)])
     os.close(read_end)
-    os.dup2(write_end, 2)
+    os.dup2(write_end, fd)
     os.close(write_end)
 
 
@@ -352,14 +356,7 @@ gloo prints for each connection it makes ("[Gloo] Rank 0 is connected to 1 peer 
 def _filter_stdout() -> None:
     """Routes this process's stdout (file descriptor 1) through :data:`STDOUT_FILTER`, which
     ends when this process does: the processes print only what the command prints."""
-    sys.stdout.flush()
-    read_end, write_end = os.pipe()
-    os.posix_spawn(sys.executable, [sys.executable, "-c", STDOUT_FILTER], os.environ,
-                   file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0),
-                                 (os.POSIX_SPAWN_CLOSE, write_end)])
-    os.close(read_end)
-    os.dup2(write_end, 1)
-    os.close(write_end)
+    _route_through(1, [sys.executable, "-c", STDOUT_FILTER])
 
 
 def _watch(check: Callable[[], object]) -> None:

@@ -19,6 +19,11 @@ import numpy as np
 
 from purejaxppo.metrics import COMMON_METRICS
 
+CHECKPOINT_DIR = "checkpoints"
+"""The run directory's folder of checkpoints (:mod:`purejaxppo.app.checkpoint`)."""
+LATEST = "latest"
+"""The file in it naming the newest checkpoint."""
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
